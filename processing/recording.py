@@ -1,0 +1,283 @@
+"""The recording file: frames msgpack-encoded once, zstd-compressed in ~1 s chunks, indexed by tick.
+
+A server slices any tick range out of a recording with one index lookup and at most a couple of
+chunk decompressions, never decoding a frame. Layout and guarantees: docs/recording-format.md.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zstandard
+
+from processing.frames import Frame, RosterEntry
+from processing.source import SourceInfo
+
+MAGIC = b"EEICTREC"
+END_MAGIC = b"EEICTEND"
+FORMAT_VERSION = 1
+SCHEMA_VERSION = 1  # version of the frame fields (processing/frames.py)
+SUFFIX = ".eeict"
+
+_HEAD = struct.Struct("<8sHHI")  # magic, format version, flags, reserved
+_FOOT = struct.Struct("<QQQQIQ8s")  # meta off/len, index off/len, crc32(meta+index), frames, magic
+_ZSTD_LEVEL = 9
+_CHUNK_CACHE = 16
+
+
+class RecordingError(Exception):
+    """A recording that cannot be used; the message names the file and what is wrong."""
+
+
+def write_recording(
+    path: Path,
+    source: SourceInfo,
+    frames: Iterable[Frame],
+    on_frame: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Write frames to ``path`` atomically and return the metadata written.
+
+    Frames must come in increasing tick order. The file appears under its name only once
+    complete and fsynced; any failure removes the temporary file and re-raises.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            meta = _write(out, source, frames, on_frame)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return meta
+
+
+def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[str, Any]:
+    chunk_frames = max(1, round(source.tickrate))
+    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True)
+    packer = msgpack.Packer()
+    ticks: list[int] = []
+    lengths: list[int] = []
+    chunk_offsets: list[int] = []
+    pending: list[bytes] = []
+    roster: dict[int, RosterEntry] = {}
+    round_starts: list[int] = []
+    last_tick: int | None = None
+
+    out.write(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, 0))
+
+    def flush_chunk() -> None:
+        chunk_offsets.append(out.tell())
+        out.write(compressor.compress(b"".join(pending)))
+        pending.clear()
+
+    for frame in frames:
+        tick = int(frame["tick"])
+        if last_tick is not None and tick <= last_tick:
+            raise ValueError(f"frames out of order: tick {tick} after {last_tick}")
+        last_tick = tick
+        encoded = packer.pack(frame)
+        ticks.append(tick)
+        lengths.append(len(encoded))
+        pending.append(encoded)
+        if frame.get("round_start"):
+            round_starts.append(tick)
+        for p in frame["players"]:
+            if p["sid"] not in roster:
+                roster[p["sid"]] = {"sid": p["sid"], "name": p["name"], "team": p["team"]}
+        if len(pending) == chunk_frames:
+            flush_chunk()
+        if on_frame is not None:
+            on_frame()
+    if pending:
+        flush_chunk()
+    if not ticks:
+        raise ValueError("no frames to write")
+
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "map": source.map_name,
+        "tickrate": source.tickrate,
+        "first_tick": ticks[0],
+        "last_tick": ticks[-1],
+        "frame_count": len(ticks),
+        "duration_s": round((ticks[-1] - ticks[0]) / source.tickrate, 3),
+        "frames_per_chunk": chunk_frames,
+        "teams": source.team_names,
+        "roster": sorted(roster.values(), key=lambda r: (r["team"], r["name"])),
+        "round_starts": round_starts,
+        "source_file": source.source_file,
+        "source_sha256": source.source_sha256,
+        "parser": source.parser,
+        "synthetic": source.synthetic,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    meta_bytes = msgpack.packb(meta)
+    index_bytes = compressor.compress(
+        np.asarray(ticks, dtype="<i8").tobytes()
+        + np.asarray(lengths, dtype="<u4").tobytes()
+        + np.asarray(chunk_offsets, dtype="<u8").tobytes()
+    )
+    meta_offset = out.tell()
+    out.write(meta_bytes)
+    index_offset = out.tell()
+    out.write(index_bytes)
+    crc = zlib.crc32(index_bytes, zlib.crc32(meta_bytes))
+    out.write(
+        _FOOT.pack(
+            meta_offset, len(meta_bytes), index_offset, len(index_bytes), crc, len(ticks), END_MAGIC
+        )
+    )
+    return meta
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Recording:
+    """A read-only view of a recording: metadata, tick index, and frame bytes by range.
+
+    The file is memory-mapped; opening reads only the header, footer, metadata and index.
+    Chunks are decompressed on demand (zstd verifies each chunk's checksum) and a few are cached.
+    """
+
+    def __init__(self, buffer: mmap.mmap | bytes, name: str) -> None:
+        self.name = name
+        self._buf = memoryview(buffer)
+        self._mmap = buffer if isinstance(buffer, mmap.mmap) else None
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self.meta, self.ticks, self._frame_offsets, self._chunk_bounds = self._parse()
+        self.frames_per_chunk: int = self.meta["frames_per_chunk"]
+
+    @classmethod
+    def open(cls, path: Path) -> Recording:
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    raise RecordingError(f"{path}: empty file, not a recording")
+                buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise RecordingError(f"{path}: cannot open recording: {exc.strerror}") from exc
+        return cls(buffer, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str) -> Recording:
+        return cls(data, name)
+
+    def close(self) -> None:
+        self._buf.release()
+        if self._mmap is not None:
+            self._mmap.close()
+
+    def _fail(self, what: str) -> RecordingError:
+        return RecordingError(f"{self.name}: {what}; re-create it with `eeict process`")
+
+    def _parse(self):
+        buf = self._buf
+        if len(buf) < _HEAD.size + _FOOT.size:
+            raise self._fail("file too short to be a recording (truncated?)")
+        magic, version, _flags, _ = _HEAD.unpack_from(buf, 0)
+        if magic != MAGIC:
+            raise self._fail("not a recording (bad magic)")
+        if version != FORMAT_VERSION:
+            raise self._fail(f"format version {version}, this server reads {FORMAT_VERSION}")
+        meta_off, meta_len, index_off, index_len, crc, count, end = _FOOT.unpack_from(
+            buf, len(buf) - _FOOT.size
+        )
+        if end != END_MAGIC:
+            raise self._fail("footer missing (truncated or still being written)")
+        if not (_HEAD.size <= meta_off and meta_off + meta_len == index_off) or (
+            index_off + index_len != len(buf) - _FOOT.size
+        ):
+            raise self._fail("footer offsets do not match the file size (corrupt)")
+        meta_bytes = buf[meta_off:index_off]
+        index_bytes = buf[index_off : index_off + index_len]
+        if zlib.crc32(index_bytes, zlib.crc32(meta_bytes)) != crc:
+            raise self._fail("metadata/index checksum mismatch (corrupt)")
+        meta = msgpack.unpackb(meta_bytes)
+        raw = self._decompressor.decompress(bytes(index_bytes))
+        per_chunk = meta["frames_per_chunk"]
+        chunks = -(-count // per_chunk)
+        ticks = np.frombuffer(raw, dtype="<i8", count=count)
+        lengths = np.frombuffer(raw, dtype="<u4", count=count, offset=8 * count)
+        chunk_offsets = np.frombuffer(raw, dtype="<u8", count=chunks, offset=12 * count)
+        # Offset of each frame inside its decompressed chunk, plus one end offset per chunk.
+        starts = np.concatenate(([0], np.cumsum(lengths.astype(np.int64))[:-1]))
+        frame_offsets = starts - np.repeat(starts[::per_chunk], per_chunk)[:count]
+        chunk_bounds = np.append(chunk_offsets.astype(np.int64), meta_off)
+        self._lengths = lengths
+        return meta, ticks, frame_offsets, chunk_bounds
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.ticks)
+
+    def index_at_or_after(self, tick: int) -> int:
+        """Index of the first frame whose tick is >= ``tick`` (frame_count when past the end)."""
+        return int(np.searchsorted(self.ticks, tick, side="left"))
+
+    def _chunk(self, chunk: int) -> bytes:
+        data = self._cache.get(chunk)
+        if data is not None:
+            self._cache.move_to_end(chunk)
+            return data
+        lo, hi = int(self._chunk_bounds[chunk]), int(self._chunk_bounds[chunk + 1])
+        try:
+            data = self._decompressor.decompress(self._buf[lo:hi])
+        except zstandard.ZstdError as exc:
+            raise self._fail(f"chunk {chunk} is corrupt ({exc})") from exc
+        self._cache[chunk] = data
+        if len(self._cache) > _CHUNK_CACHE:
+            self._cache.popitem(last=False)
+        return data
+
+    def frames_bytes(self, start: int, stop: int) -> bytes:
+        """The msgpack bytes of frames [start, stop) by index, concatenated, not decoded."""
+        start, stop = max(0, start), min(stop, self.frame_count)
+        if start >= stop:
+            return b""
+        per = self.frames_per_chunk
+        parts = []
+        for chunk in range(start // per, (stop - 1) // per + 1):
+            data = self._chunk(chunk)
+            first = max(start, chunk * per)
+            last = min(stop, (chunk + 1) * per)  # exclusive
+            lo = int(self._frame_offsets[first])
+            hi = int(self._frame_offsets[last - 1]) + int(self._lengths[last - 1])
+            parts.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def frame_bytes(self, index: int) -> bytes:
+        return self.frames_bytes(index, index + 1)
+
+    def frame(self, index: int) -> Frame:
+        """One frame decoded; for tests, tools and the legacy JSON adapter, not the hot path."""
+        return msgpack.unpackb(self.frame_bytes(index))
+
+    def frames(self, start: int, stop: int) -> list[Frame]:
+        unpacker = msgpack.Unpacker()
+        unpacker.feed(self.frames_bytes(start, stop))
+        return list(unpacker)
