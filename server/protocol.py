@@ -1,0 +1,142 @@
+"""The wire protocol: msgpack maps with a ``type``, both ways. Documented in docs/protocol.md.
+
+Server messages that carry frames are thin envelopes around frame bytes that already exist
+(encoded once at processing time); client messages are decoded and validated here so that
+handlers only ever see well-formed requests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from server import __version__
+
+SERVER_NAME = f"eeict-stream/{__version__}"
+PROTOCOL_VERSION = 1
+MAX_CLIENT_MESSAGE = 16 * 1024  # larger client messages get a too_large error
+HARD_MAX_MESSAGE = 1024 * 1024  # beyond this websockets closes the connection with 1009
+
+# Close codes (besides 1000 normal, 1001 going away, 1009 too big, 1011 server error).
+CLOSE_SLOW_CONSUMER = 4000
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_UNKNOWN_STREAM = 4004
+CLOSE_SERVER_FULL = 1013
+
+
+class ProtocolError(Exception):
+    """A client request we refuse; ``code`` is stable, ``message`` is for humans."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_packer = msgpack.Packer()
+
+
+def pack(message: Mapping[str, Any]) -> bytes:
+    return msgpack.packb(message)
+
+
+def ticks_envelope(stream: str, seq: int, count: int, frames: bytes, **extra: Any) -> bytes:
+    """A ``ticks`` message around ``count`` already-encoded frames, without decoding them."""
+    fields = {"type": "ticks", "stream": stream, "seq": seq, **extra}
+    parts = [_packer.pack_map_header(len(fields) + 1)]
+    for key, value in fields.items():
+        parts.append(_packer.pack(key))
+        parts.append(_packer.pack(value))
+    parts.append(_packer.pack("frames"))
+    parts.append(_packer.pack_array_header(count))
+    parts.append(frames)
+    return b"".join(parts)
+
+
+def error(code: str, message: str, request: Any = None) -> bytes:
+    body: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if request is not None:
+        body["request"] = request
+    return pack(body)
+
+
+# -- client requests --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One validated client message: its type, its fields, and the client's optional id."""
+
+    type: str
+    fields: dict[str, Any]
+    id: Any = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+
+# Field kinds: "int", "number", "str"; a trailing "?" marks the field optional.
+REQUEST_FIELDS: dict[str, dict[str, str]] = {
+    "ping": {},
+    "subscribe": {"buffer": "int?", "resume_seq": "int?"},
+    "buffer": {"ticks": "int"},
+    "unsubscribe": {},
+    # Replay sessions (server/streams/playback.py).
+    "play": {},
+    "pause": {},
+    "speed": {"value": "number"},
+    "seek": {"tick": "int?", "time": "number?", "round": "int?"},
+    "step": {"delta": "int?"},
+    # Range fetch (server/streams/fetch.py).
+    "fetch": {"from_tick": "int", "to_tick": "int", "credit": "int?", "resume_after": "int?"},
+    "credit": {"frames": "int"},
+    "cancel": {},
+}
+
+_KIND_CHECK = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def decode_request(data: bytes | str, allowed: frozenset[str]) -> Request:
+    """Decode and validate one client message, or raise ProtocolError saying what is wrong."""
+    if isinstance(data, str):
+        raise ProtocolError("bad_message", "send binary msgpack messages, not text")
+    if len(data) > MAX_CLIENT_MESSAGE:
+        raise ProtocolError(
+            "too_large", f"message of {len(data)} bytes; the limit is {MAX_CLIENT_MESSAGE}"
+        )
+    try:
+        message = msgpack.unpackb(data, strict_map_key=True)
+    except Exception as exc:
+        raise ProtocolError("bad_message", f"not valid msgpack: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError("bad_message", 'a message is a msgpack map with a string "type"')
+    kind = message["type"]
+    if kind not in allowed:
+        known = ", ".join(sorted(allowed))
+        raise ProtocolError("unknown_type", f"unknown message type {kind!r} here; use: {known}")
+    fields: dict[str, Any] = {}
+    for name, spec in REQUEST_FIELDS[kind].items():
+        optional = spec.endswith("?")
+        expected = spec.rstrip("?")
+        if name not in message or (optional and message[name] is None):
+            if not optional:
+                raise ProtocolError("bad_field", f"{kind}: field {name!r} is required")
+            continue
+        value = message[name]
+        if not _KIND_CHECK[expected](value):
+            raise ProtocolError(
+                "bad_field", f"{kind}: field {name!r} must be {expected}, got {value!r}"
+            )
+        fields[name] = value
+    return Request(kind, fields, message.get("id"))

@@ -1,0 +1,47 @@
+"""Where a stream's bytes go: a tiny interface, so stream logic runs without sockets in tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.protocol import State
+
+
+class Sink(Protocol):
+    """One client connection as the streams see it."""
+
+    def write(self, data: bytes) -> None:
+        """Queue one whole binary message without waiting (never blocks the stream)."""
+
+    def buffered(self) -> int:
+        """Bytes queued for this client and not yet handed to the kernel."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start closing the connection with a WebSocket close code."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+
+class WebSocketSink:
+    """A Sink over a websockets connection: writes go straight to its transport buffer."""
+
+    def __init__(self, connection: ServerConnection) -> None:
+        self.connection = connection
+
+    def write(self, data: bytes | str) -> None:
+        broadcast((self.connection,), data)
+
+    def buffered(self) -> int:
+        transport = self.connection.transport
+        return 0 if transport.is_closing() else transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        # close() waits for the closing handshake (bounded by close_timeout): run it aside.
+        asyncio.get_running_loop().create_task(self.connection.close(code, reason))
+
+    @property
+    def is_open(self) -> bool:
+        return self.connection.protocol.state is State.OPEN

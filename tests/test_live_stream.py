@@ -1,0 +1,190 @@
+"""The live stream logic, driven by a fake clock and fake sinks: no sockets, no sleeping."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from server.metrics import Metrics
+from server.protocol import CLOSE_SLOW_CONSUMER, ProtocolError
+from server.streams.live import FlowLimits, LiveStream
+from server.streams.timeline import Timeline
+
+RATE = 64.0
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.backlog = 0  # bytes "not yet sent"; tests raise it to simulate a slow client
+        self.closed: tuple[int, str] | None = None
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.messages.append(msgpack.unpackb(data))
+        self.writes += 1
+
+    def buffered(self) -> int:
+        return self.backlog
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed is None
+
+    def ticks(self) -> list[int]:
+        return [f["tick"] for m in self.messages if m["type"] == "ticks" for f in m["frames"]]
+
+    def seqs(self) -> list[int]:
+        out = []
+        for m in self.messages:
+            if m["type"] == "ticks":
+                out.extend(range(m["seq"], m["seq"] + len(m["frames"])))
+        return out
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_stream(recording, clock, loop=False, every=1, limits=None, burst=8):
+    timeline = Timeline(recording, epoch=clock.now, every=every, loop=loop)
+    return LiveStream("s", timeline, Metrics(), burst=burst, limits=limits, clock=clock)
+
+
+def advance(stream, clock, frames: int) -> None:
+    for _ in range(frames):
+        clock.now += 1 / RATE
+        stream.step(clock.now)
+
+
+def test_subscriber_gets_consecutive_frames_never_beyond_its_buffer(make_recording):
+    rec, clock = make_recording(1000), Clock()
+    stream = make_stream(rec, clock)
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=32)
+    for _ in range(300):
+        clock.now += 1 / RATE
+        stream.step(clock.now)
+        playhead = stream.timeline.playhead(clock.now)
+        assert max(sink.seqs()) <= playhead + 32
+    seqs = sink.seqs()
+    assert seqs == list(range(len(seqs)))
+    assert len(seqs) >= 300 + 32 - 8  # kept filled to within one burst
+    assert sink.ticks() == [int(t) for t in rec.ticks[: len(seqs)]]
+
+
+def test_bursts_are_shared_bytes_and_aligned(make_recording):
+    rec, clock = make_recording(1000), Clock()
+    stream = make_stream(rec, clock)
+    sinks = [FakeSink() for _ in range(3)]
+    for sink in sinks:
+        stream.subscribe(sink, buffer=64)
+    advance(stream, clock, 100)
+    first = [m for m in sinks[0].messages if m["type"] == "ticks"]
+    assert all(m["seq"] % 8 == 0 and len(m["frames"]) == 8 for m in first[1:])
+    assert sinks[0].messages == sinks[1].messages == sinks[2].messages
+    assert len(stream._cache) <= 256
+
+
+def test_late_joiner_starts_at_the_live_edge(make_recording):
+    rec, clock = make_recording(1000), Clock()
+    stream = make_stream(rec, clock)
+    advance(stream, clock, 205)
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=0)
+    assert sink.seqs() == [205]  # the current frame at once, even with no buffer
+    advance(stream, clock, 20)
+    assert sink.seqs() == list(range(205, 224))  # then bursts as each becomes due
+
+
+def test_every_nth_frame_keeps_real_time(make_recording):
+    rec, clock = make_recording(1000), Clock()
+    stream = make_stream(rec, clock, every=4)
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=0)
+    advance(stream, clock, 64)  # one second: 16 frames at rate 16/s
+    assert sink.ticks()[:3] == [int(rec.ticks[0]), int(rec.ticks[4]), int(rec.ticks[8])]
+    assert stream.timeline.playhead(clock.now) == 16
+
+
+def test_end_of_stream_and_loop(make_recording):
+    rec, clock = make_recording(100), Clock()
+    once, looping = make_stream(rec, clock), make_stream(rec, clock, loop=True)
+    a, b = FakeSink(), FakeSink()
+    once.subscribe(a, buffer=16)
+    looping.subscribe(b, buffer=16)
+    for _ in range(150):
+        clock.now += 1 / RATE
+        once.step(clock.now)
+        looping.step(clock.now)
+    assert a.seqs() == list(range(100)) and a.messages[-1]["type"] == "end"
+    assert b.ticks()[:150] == [int(t) for t in rec.ticks] + [int(t) for t in rec.ticks[:50]]
+
+
+def test_slow_client_is_skipped_then_closed_without_slowing_others(make_recording):
+    rec, clock = make_recording(5000), Clock()
+    limits = FlowLimits(high_water=1000, low_water=100, skip_behind_s=1.0, close_after_s=5.0)
+    stream = make_stream(rec, clock, limits=limits)
+    slow, fast = FakeSink(), FakeSink()
+    stream.subscribe(slow, buffer=16)
+    stream.subscribe(fast, buffer=16)
+    slow.backlog = 5000  # stops reading
+    advance(stream, clock, 3 * 64)
+    writes_while_blocked = slow.writes
+    advance(stream, clock, 64)
+    assert slow.writes == writes_while_blocked  # nothing more queued for it
+    slow.backlog = 0  # drains: it is behind by > 1 s, so it jumps to the live edge
+    advance(stream, clock, 1)
+    skip = next(m for m in slow.messages if m["type"] == "skip")
+    assert skip["reason"] == "slow_consumer" and skip["skipped"] > 64
+    assert slow.seqs()[-1] >= stream.timeline.playhead(clock.now)
+    slow.backlog = 5000  # and gets stuck for good
+    advance(stream, clock, int(6 * RATE))
+    assert slow.closed is not None and slow.closed[0] == CLOSE_SLOW_CONSUMER
+    # The fast client was never held back: consecutive, and filled to its buffer.
+    seqs = fast.seqs()
+    assert seqs == list(range(len(seqs)))
+    assert seqs[-1] >= stream.timeline.playhead(clock.now) + 16 - 8
+
+
+def test_resume_within_window_replays_missed_frames(make_recording):
+    rec, clock = make_recording(5000), Clock()
+    stream = make_stream(rec, clock)
+    first = FakeSink()
+    sub = stream.subscribe(first, buffer=16)
+    advance(stream, clock, 100)
+    stream.unsubscribe(sub)
+    last_seq = first.seqs()[-1]
+    advance(stream, clock, 300)  # disconnected for ~5 s
+    second = FakeSink()
+    stream.subscribe(second, buffer=16, resume_seq=last_seq + 1)
+    advance(stream, clock, 10)
+    assert first.seqs() + second.seqs() == list(range(len(first.seqs() + second.seqs())))
+
+
+def test_resume_beyond_window_reports_lost_frames(make_recording):
+    rec, clock = make_recording(5000), Clock()
+    stream = make_stream(rec, clock, limits=FlowLimits(resume_window_s=2.0))
+    advance(stream, clock, 400)
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=16, resume_seq=10)
+    skip = sink.messages[0]
+    assert skip["type"] == "skip" and skip["reason"] == "resume_window_exceeded"
+    assert skip["skipped"] == 400 - 10
+    assert sink.seqs()[0] == 400
+
+
+def test_buffer_limits_are_enforced(make_recording):
+    rec, clock = make_recording(100), Clock()
+    stream = make_stream(rec, clock)
+    with pytest.raises(ProtocolError):
+        stream.subscribe(FakeSink(), buffer=-1)
+    with pytest.raises(ProtocolError):
+        stream.subscribe(FakeSink(), buffer=stream.max_buffer + 1)
