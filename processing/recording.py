@@ -185,10 +185,14 @@ class Recording:
     def from_bytes(cls, data: bytes, name: str) -> Recording:
         return cls(data, name)
 
-    def close(self) -> None:
-        self._buf.release()
-        if self._mmap is not None:
-            self._mmap.close()
+    @property
+    def size(self) -> int:
+        """Size of the whole file in bytes."""
+        return len(self._buf)
+
+    def raw_bytes(self, start: int = 0, stop: int | None = None) -> memoryview:
+        """The file's own bytes (for downloads), without copying."""
+        return self._buf[start:stop]
 
     def _fail(self, what: str) -> RecordingError:
         return RecordingError(f"{self.name}: {what}; re-create it with `eeict process`")

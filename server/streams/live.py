@@ -126,12 +126,9 @@ class LiveStream:
 
     def subscribe(self, sink: Sink, buffer: int, resume_seq: int | None = None) -> LiveSubscriber:
         """Add a subscriber at the live edge (or at ``resume_seq`` when still in the window)."""
+        self.check_buffer(buffer)
         now = self.clock()
         playhead = self.timeline.playhead(now)
-        if not 0 <= buffer <= self.max_buffer:
-            raise protocol.ProtocolError(
-                "bad_field", f"buffer must be 0..{self.max_buffer} frames, got {buffer}"
-            )
         sub = LiveSubscriber(sink=sink, buffer=buffer, next_seq=playhead)
         if resume_seq is not None:
             window = int(self.limits.resume_window_s * self.timeline.rate)
@@ -148,11 +145,14 @@ class LiveStream:
         self._wake.set()
         return sub
 
-    def set_buffer(self, sub: LiveSubscriber, buffer: int) -> None:
+    def check_buffer(self, buffer: int) -> None:
         if not 0 <= buffer <= self.max_buffer:
             raise protocol.ProtocolError(
                 "bad_field", f"buffer must be 0..{self.max_buffer} frames, got {buffer}"
             )
+
+    def set_buffer(self, sub: LiveSubscriber, buffer: int) -> None:
+        self.check_buffer(buffer)
         sub.buffer = buffer
         now = self.clock()
         self._service(sub, self.timeline.playhead(now), now)

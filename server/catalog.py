@@ -1,0 +1,122 @@
+"""The recordings the server knows: a folder watched for new files, plus built-in ones.
+
+A file that fails to open is listed as refused with the reason instead of crashing anything;
+a file is (re)opened only when its size or modification time changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from processing.recording import SUFFIX, Recording, RecordingError
+
+log = logging.getLogger(__name__)
+
+RECORDING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class Entry:
+    id: str
+    recording: Recording
+    path: Path | None  # None for a built-in recording that lives in memory or a cache
+    stamp: tuple[int, int]  # (size, mtime_ns) the recording was opened at
+    _sha256: str | None = None
+
+    def sha256(self) -> str:
+        """Checksum of the whole file, for downloads; computed once, on first use."""
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self.recording.raw_bytes()).hexdigest()
+        return self._sha256
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.recording.meta
+        return {
+            "id": self.id,
+            "kind": "recording",
+            "path": f"/replay/{self.id}",
+            "download": f"/recordings/{self.id}/file",
+            "map": meta["map"],
+            "tickrate": meta["tickrate"],
+            "first_tick": meta["first_tick"],
+            "last_tick": meta["last_tick"],
+            "frame_count": meta["frame_count"],
+            "duration_s": meta["duration_s"],
+            "rounds": meta["round_starts"],
+            "teams": meta["teams"],
+            "players": meta["roster"],
+            "synthetic": meta["synthetic"],
+            "source_file": meta["source_file"],
+            "size_bytes": self.recording.size,
+        }
+
+
+class Catalog:
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.entries: dict[str, Entry] = {}
+        self.refused: dict[str, str] = {}  # file name -> reason
+        self._builtin: set[str] = set()
+
+    def add_builtin(self, recording_id: str, recording: Recording) -> Entry:
+        entry = Entry(recording_id, recording, None, (0, 0))
+        self.entries[recording_id] = entry
+        self._builtin.add(recording_id)
+        return entry
+
+    def get(self, recording_id: str) -> Entry | None:
+        return self.entries.get(recording_id)
+
+    def scan(self) -> None:
+        """Pick up new, changed and removed files in the folder."""
+        if self.folder is None or not self.folder.is_dir():
+            return
+        seen: set[str] = set()
+        refused: dict[str, str] = {}
+        for path in sorted(self.folder.glob(f"*{SUFFIX}")):
+            recording_id = path.name[: -len(SUFFIX)]
+            if recording_id in self._builtin:
+                refused[path.name] = f"the id {recording_id!r} is taken by a built-in recording"
+                continue
+            if not RECORDING_ID.match(recording_id):
+                refused[path.name] = "file name must be letters, digits, '.', '_' or '-'"
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished between glob and stat
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            seen.add(recording_id)
+            current = self.entries.get(recording_id)
+            if current is not None and current.stamp == stamp:
+                continue
+            previous_reason = self.refused.get(path.name)
+            try:
+                recording = Recording.open(path)
+            except RecordingError as exc:
+                refused[path.name] = str(exc)
+                if previous_reason != str(exc):
+                    log.warning("refused recording %s", exc)
+                self.entries.pop(recording_id, None)
+                continue
+            self.entries[recording_id] = Entry(recording_id, recording, path, stamp)
+            log.info(
+                "recording %s: %s, %d frames, %.0f s",
+                recording_id, recording.meta["map"], recording.frame_count,
+                recording.meta["duration_s"],
+            )  # fmt: skip
+        for gone in set(self.entries) - seen - self._builtin:
+            log.info("recording %s: file removed", gone)
+            del self.entries[gone]
+        self.refused = refused
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "recordings": [e.describe() for _, e in sorted(self.entries.items())],
+            "refused": [{"file": f, "reason": r} for f, r in sorted(self.refused.items())],
+        }

@@ -1,0 +1,66 @@
+"""One WebSocket connection subscribed to a live stream: a thin shell around LiveStream."""
+
+from __future__ import annotations
+
+import time
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from server import protocol
+from server.metrics import Metrics
+from server.streams.live import LiveStream, LiveSubscriber
+from server.streams.sink import WebSocketSink
+
+LIVE_REQUESTS = frozenset({"subscribe", "buffer", "unsubscribe", "ping"})
+
+
+async def serve_live(
+    connection: ServerConnection, stream: LiveStream, metrics: Metrics, default_buffer: int
+) -> None:
+    sink = WebSocketSink(connection)
+    sink.write(stream.hello(time.time()))
+    subscriber: LiveSubscriber | None = None
+    try:
+        async for message in connection:
+            request = None
+            try:
+                request = protocol.decode_request(message, LIVE_REQUESTS)
+                subscriber = _apply(request, stream, sink, subscriber, default_buffer)
+            except protocol.ProtocolError as exc:
+                metrics.protocol_errors[exc.code] += 1
+                sink.write(protocol.error(exc.code, exc.message, request and request.id))
+    except ConnectionClosed:
+        pass
+    finally:
+        if subscriber is not None:
+            stream.unsubscribe(subscriber)
+
+
+def _apply(
+    request: protocol.Request,
+    stream: LiveStream,
+    sink: WebSocketSink,
+    subscriber: LiveSubscriber | None,
+    default_buffer: int,
+) -> LiveSubscriber | None:
+    kind = request.type
+    if kind == "ping":
+        sink.write(protocol.pack({"type": "pong", "id": request.id, "server_time": time.time()}))
+    elif kind == "subscribe":
+        if subscriber is not None:
+            stream.unsubscribe(subscriber)
+        buffer = request.get("buffer", default_buffer)
+        stream.check_buffer(buffer)
+        sink.write(protocol.pack({"type": "subscribed", "stream": stream.id, "buffer": buffer}))
+        subscriber = stream.subscribe(sink, buffer, request.get("resume_seq"))
+    elif kind == "buffer":
+        if subscriber is None:
+            raise protocol.ProtocolError("not_subscribed", "send subscribe before buffer")
+        stream.set_buffer(subscriber, request["ticks"])
+    elif kind == "unsubscribe":
+        if subscriber is not None:
+            stream.unsubscribe(subscriber)
+        sink.write(protocol.pack({"type": "unsubscribed", "stream": stream.id}))
+        subscriber = None
+    return subscriber

@@ -1,0 +1,167 @@
+"""One WebSocket connection on a recording: its own playback session plus range fetches.
+
+A thin shell: Playback and Fetch decide what to send; this module awaits the socket, so a
+client that stops reading holds back only itself, with memory bounded by websockets' write
+buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from server import protocol
+from server.catalog import Entry
+from server.config import DEFAULT_BUFFER_S
+from server.metrics import Metrics
+from server.streams.fetch import Fetch
+from server.streams.playback import Playback
+
+REPLAY_REQUESTS = frozenset(
+    {"play", "pause", "speed", "seek", "step", "buffer", "fetch", "credit", "cancel", "ping"}
+)
+MAX_BUFFER_S = 30.0
+
+
+class ReplaySession:
+    def __init__(self, connection: ServerConnection, entry: Entry, metrics: Metrics) -> None:
+        self.connection = connection
+        self.entry = entry
+        self.metrics = metrics
+        rate = float(entry.recording.meta["tickrate"])
+        self.max_buffer = int(MAX_BUFFER_S * rate)
+        self.playback = Playback(
+            entry.id, entry.recording, int(DEFAULT_BUFFER_S * rate), time.time()
+        )
+        self.fetch: Fetch | None = None
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()  # replies; bounded by requests
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        meta = self.entry.recording.meta
+        await self.connection.send(
+            protocol.pack(
+                {
+                    "type": "hello",
+                    "server": protocol.SERVER_NAME,
+                    "protocol": protocol.PROTOCOL_VERSION,
+                    "server_time": time.time(),
+                    "stream": self.entry.describe(),
+                    "rounds": [
+                        {"round": n, "tick": tick}
+                        for n, tick in enumerate(meta["round_starts"], start=1)
+                    ],
+                    "roster": meta["roster"],
+                    "teams": meta["teams"],
+                    "max_buffer": self.max_buffer,
+                }
+            )
+        )
+        await self.connection.send(self.playback.state(time.time()))
+        reader = asyncio.create_task(self._read())
+        try:
+            await self._write_loop(reader)
+        except ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+
+    async def _write_loop(self, reader: asyncio.Task[None]) -> None:
+        send = self.connection.send
+        while not reader.done():
+            while not self.outbox.empty():
+                await send(self.outbox.get_nowait())
+            messages, wake = self.playback.poll(time.time())
+            for message in messages:
+                await send(message)
+                self.metrics.sent(self.entry.id, 0, len(message))
+            if self.fetch is not None:
+                message = self.fetch.next_message()
+                if message is not None:
+                    await send(message)
+                    self.metrics.sent(self.entry.id, 0, len(message))
+                    continue
+                if self.fetch.done:
+                    await send(self.fetch.end_message())
+                    self.fetch = None
+                    continue
+            if not self.outbox.empty():
+                continue
+            self.wake.clear()
+            timeout = None if wake is None else max(0.0, wake - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.connection:
+                request = None
+                try:
+                    request = protocol.decode_request(message, REPLAY_REQUESTS)
+                    for reply in self._apply(request, time.time()):
+                        self.outbox.put_nowait(reply)
+                except protocol.ProtocolError as exc:
+                    self.metrics.protocol_errors[exc.code] += 1
+                    self.outbox.put_nowait(
+                        protocol.error(exc.code, exc.message, request and request.id)
+                    )
+                self.wake.set()
+        except ConnectionClosed:
+            pass
+
+    def _apply(self, request: protocol.Request, now: float) -> list[bytes]:
+        playback, kind = self.playback, request.type
+        if kind == "ping":
+            return [protocol.pack({"type": "pong", "id": request.id, "server_time": now})]
+        if kind == "play":
+            return playback.play(now)
+        if kind == "pause":
+            return playback.pause(now)
+        if kind == "speed":
+            return playback.set_speed(request["value"], now)
+        if kind == "step":
+            return playback.step(request.get("delta", 1), now)
+        if kind == "buffer":
+            ticks = request["ticks"]
+            if not 0 <= ticks <= self.max_buffer:
+                raise protocol.ProtocolError(
+                    "bad_field", f"buffer must be 0..{self.max_buffer} frames, got {ticks}"
+                )
+            return playback.set_buffer(ticks, now)
+        if kind == "seek":
+            given = [k for k in ("tick", "time", "round") if k in request.fields]
+            if len(given) != 1:
+                raise protocol.ProtocolError("bad_field", "seek takes one of: tick, time, round")
+            if given[0] == "tick":
+                return playback.seek_tick(request["tick"], now)
+            if given[0] == "time":
+                return playback.seek_time(request["time"], now)
+            return playback.seek_round(request["round"], now)
+        if kind == "fetch":
+            self.fetch = Fetch(
+                self.entry.id,
+                self.entry.recording,
+                request["from_tick"],
+                request["to_tick"],
+                request.get("credit", 1024),
+                request.id,
+                request.get("resume_after"),
+            )
+            return []
+        if kind == "credit":
+            if self.fetch is None:
+                raise protocol.ProtocolError("no_fetch", "credit without a fetch in progress")
+            self.fetch.add_credit(request["frames"])
+            return []
+        if kind == "cancel":
+            self.fetch = None
+            return [protocol.pack({"type": "fetch_cancelled", "stream": self.entry.id})]
+        raise AssertionError(kind)
+
+
+async def serve_replay(connection: ServerConnection, entry: Entry, metrics: Metrics) -> None:
+    await ReplaySession(connection, entry, metrics).run()

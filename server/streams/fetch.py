@@ -1,0 +1,84 @@
+"""Range fetch: frames of a tick range as fast as the client's credit allows, then a count.
+
+The client grants credit in frames; the server never has more frames in flight than granted.
+Chunks are slices of the recording's pre-encoded frames wrapped in a ``ticks`` envelope.
+"""
+
+from __future__ import annotations
+
+from processing.recording import Recording
+from server import protocol
+
+CHUNK = 256  # frames per message at most
+
+
+class Fetch:
+    def __init__(
+        self,
+        stream_id: str,
+        recording: Recording,
+        from_tick: int,
+        to_tick: int,
+        credit: int,
+        request_id: object = None,
+        resume_after: int | None = None,
+    ) -> None:
+        meta = recording.meta
+        if from_tick > to_tick:
+            raise protocol.ProtocolError("bad_range", f"from_tick {from_tick} > to_tick {to_tick}")
+        if to_tick < meta["first_tick"] or from_tick > meta["last_tick"]:
+            raise protocol.ProtocolError(
+                "out_of_range",
+                f"ticks {from_tick}..{to_tick} are outside the recording "
+                f"({meta['first_tick']}..{meta['last_tick']})",
+            )
+        if credit < 1:
+            raise protocol.ProtocolError("bad_field", "credit must be at least 1 frame")
+        self.id = stream_id
+        self.recording = recording
+        self.request_id = request_id
+        start_tick = from_tick if resume_after is None else max(from_tick, resume_after + 1)
+        self.next = recording.index_at_or_after(start_tick)
+        self.stop = recording.index_at_or_after(to_tick + 1)
+        self.credit = credit
+        self.sent = 0
+        self.first_tick: int | None = None
+        self.last_tick: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.next >= self.stop
+
+    def add_credit(self, frames: int) -> None:
+        if frames < 1:
+            raise protocol.ProtocolError("bad_field", "credit must be at least 1 frame")
+        self.credit += frames
+
+    def next_message(self) -> bytes | None:
+        """The next chunk if credit allows, the closing ``fetch_end`` when done, else None."""
+        if self.done:
+            return None
+        count = min(self.stop - self.next, self.credit, CHUNK)
+        if count <= 0:
+            return None
+        start = self.next
+        data = self.recording.frames_bytes(start, start + count)
+        self.next += count
+        self.credit -= count
+        self.sent += count
+        if self.first_tick is None:
+            self.first_tick = int(self.recording.ticks[start])
+        self.last_tick = int(self.recording.ticks[start + count - 1])
+        return protocol.ticks_envelope(self.id, start, count, data, fetch=self.request_id)
+
+    def end_message(self) -> bytes:
+        return protocol.pack(
+            {
+                "type": "fetch_end",
+                "stream": self.id,
+                "fetch": self.request_id,
+                "count": self.sent,
+                "first_tick": self.first_tick,
+                "last_tick": self.last_tick,
+            }
+        )

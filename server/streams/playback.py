@@ -1,0 +1,173 @@
+"""A per-client playback of a recording: play, pause, speed, seek, step, with a client buffer.
+
+Pure state machine: every method takes ``now`` and returns the messages to send, so it runs in
+tests without sockets or sleeping. Position moves in tick space (``tick = anchor_tick +
+elapsed * tickrate * speed``), so gaps in a demo's ticks keep their real duration. ``gen``
+grows on every seek or step: frames of an older generation in a client's buffer are stale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from processing.recording import Recording
+from server import protocol
+
+MIN_SPEED, MAX_SPEED = 0.25, 8.0
+BURST = 8
+
+
+class Playback:
+    def __init__(self, stream_id: str, recording: Recording, buffer: int, now: float) -> None:
+        self.id = stream_id
+        self.recording = recording
+        self.ticks = recording.ticks
+        self.rate = float(recording.meta["tickrate"])
+        self.buffer = buffer
+        self.speed = 1.0
+        self.paused = True
+        self.gen = 0
+        self.next = 0  # first frame index not yet sent in this generation
+        self._anchor_tick = float(self.ticks[0])
+        self._anchor_time = now
+
+    # -- position --------------------------------------------------------------------------
+
+    def position_tick(self, now: float) -> float:
+        if self.paused:
+            return self._anchor_tick
+        return self._anchor_tick + (now - self._anchor_time) * self.rate * self.speed
+
+    def current(self, now: float) -> int:
+        """Index of the frame on screen now: the last one whose tick has been reached."""
+        index = int(np.searchsorted(self.ticks, self.position_tick(now), side="right")) - 1
+        return min(max(index, 0), len(self.ticks) - 1)
+
+    def _anchor(self, index: int, now: float) -> None:
+        self._anchor_tick = float(self.ticks[index])
+        self._anchor_time = now
+
+    def state(self, now: float) -> bytes:
+        index = self.current(now)
+        ended = self.paused and self.next >= len(self.ticks) and index == len(self.ticks) - 1
+        return protocol.pack(
+            {
+                "type": "state",
+                "stream": self.id,
+                "state": "ended" if ended else "paused" if self.paused else "playing",
+                "speed": self.speed,
+                "tick": int(self.ticks[index]),
+                "seq": index,
+                "gen": self.gen,
+                "buffer": self.buffer,
+            }
+        )
+
+    # -- commands --------------------------------------------------------------------------
+
+    def play(self, now: float) -> list[bytes]:
+        if self.paused:
+            index = self.current(now)
+            if index == len(self.ticks) - 1 and self.next >= len(self.ticks):
+                return self.seek_index(0, now, keep_paused=False)  # ended: play again
+            self._anchor_tick = self.position_tick(now)
+            self._anchor_time = now
+            self.paused = False
+        return [self.state(now), *self.poll(now)[0]]
+
+    def pause(self, now: float) -> list[bytes]:
+        if not self.paused:
+            self._anchor_tick = self.position_tick(now)
+            self._anchor_time = now
+            self.paused = True
+        return [self.state(now)]
+
+    def set_speed(self, speed: float, now: float) -> list[bytes]:
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise protocol.ProtocolError(
+                "bad_speed", f"speed must be {MIN_SPEED} to {MAX_SPEED}, got {speed}"
+            )
+        self._anchor_tick = self.position_tick(now)
+        self._anchor_time = now
+        self.speed = float(speed)
+        return [self.state(now)]
+
+    def set_buffer(self, buffer: int, now: float) -> list[bytes]:
+        self.buffer = buffer
+        return [self.state(now), *self.poll(now)[0]]
+
+    def seek_tick(self, tick: int, now: float) -> list[bytes]:
+        meta = self.recording.meta
+        if not meta["first_tick"] <= tick <= meta["last_tick"]:
+            raise protocol.ProtocolError(
+                "out_of_range",
+                f"tick {tick} is outside the recording ({meta['first_tick']}..{meta['last_tick']})",
+            )
+        # The frame on screen at ``tick`` is the last one at or before it.
+        index = int(np.searchsorted(self.ticks, tick, side="right")) - 1
+        return self.seek_index(index, now, keep_paused=True)
+
+    def seek_time(self, seconds: float, now: float) -> list[bytes]:
+        first = self.recording.meta["first_tick"]
+        return self.seek_tick(first + round(seconds * self.rate), now)
+
+    def seek_round(self, number: int, now: float) -> list[bytes]:
+        starts = self.recording.meta["round_starts"]
+        if not 1 <= number <= len(starts):
+            raise protocol.ProtocolError(
+                "out_of_range", f"round {number} does not exist (1..{len(starts)})"
+            )
+        return self.seek_tick(starts[number - 1], now)
+
+    def step(self, delta: int, now: float) -> list[bytes]:
+        index = min(max(self.current(now) + delta, 0), len(self.ticks) - 1)
+        self.paused = True
+        return self.seek_index(index, now, keep_paused=True)
+
+    def seek_index(self, index: int, now: float, keep_paused: bool) -> list[bytes]:
+        """Jump to frame ``index``: a new generation whose first frame goes out at once."""
+        self.gen += 1
+        self.paused = self.paused if keep_paused else False
+        self._anchor(index, now)
+        self.next = index
+        messages = [self.state(now)]
+        if self.paused:
+            messages.append(self._frames(index, index + 1))
+        else:
+            messages.extend(self.poll(now)[0])
+        return messages
+
+    # -- pacing ----------------------------------------------------------------------------
+
+    def poll(self, now: float) -> tuple[list[bytes], float | None]:
+        """Frames now allowed into the client's buffer, and when to poll again (None: idle)."""
+        count = len(self.ticks)
+        if self.paused:
+            return [], None
+        current = self.current(now)
+        allowed = min(count, current + 1 + self.buffer)
+        messages = []
+        while self.next < allowed:
+            stop = min(allowed, self.next + 4 * BURST)
+            messages.append(self._frames(self.next, stop))
+        if self.next >= count:
+            if current == count - 1:  # played to the end
+                self.paused = True
+                self._anchor(count - 1, now)
+                messages.append(protocol.pack({"type": "end", "stream": self.id, "seq": count}))
+                messages.append(self.state(now))
+                return messages, None
+            return messages, self._due(count - 1)
+        # Wake when a whole burst fits: when frame ``next + BURST - 1 - buffer`` is on screen.
+        wake_index = min(count - 1, max(current + 1, self.next + BURST - 1 - self.buffer))
+        return messages, self._due(wake_index)
+
+    def _due(self, index: int) -> float:
+        return self._anchor_time + (float(self.ticks[index]) - self._anchor_tick) / (
+            self.rate * self.speed
+        )
+
+    def _frames(self, start: int, stop: int) -> bytes:
+        self.next = max(self.next, stop)
+        data = self.recording.frames_bytes(start, stop)
+        return protocol.ticks_envelope(self.id, start, stop - start, data, gen=self.gen)
