@@ -28,8 +28,10 @@ async def serve_live(
                 request = protocol.decode_request(message, LIVE_REQUESTS)
                 subscriber = _apply(request, stream, sink, subscriber, default_buffer)
             except protocol.ProtocolError as exc:
+                if request is not None:
+                    exc.request_id = request.id
                 metrics.protocol_errors[exc.code] += 1
-                sink.write(protocol.error(exc.code, exc.message, request and request.id))
+                sink.write(exc.reply())
     except ConnectionClosed:
         pass
     finally:

@@ -35,6 +35,11 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id: Any = None  # the client's "id" for the refused request, if it had one
+
+    def reply(self) -> bytes:
+        """The ``error`` message telling the client what was wrong with its request."""
+        return error(self.code, self.message, self.request_id)
 
 
 _packer = msgpack.Packer()
@@ -121,6 +126,14 @@ def decode_request(data: bytes | str, allowed: frozenset[str]) -> Request:
         raise ProtocolError("bad_message", f"not valid msgpack: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("bad_message", 'a message is a msgpack map with a string "type"')
+    try:
+        return _validate(message, allowed)
+    except ProtocolError as exc:
+        exc.request_id = message.get("id")
+        raise
+
+
+def _validate(message: dict[str, Any], allowed: frozenset[str]) -> Request:
     kind = message["type"]
     if kind not in allowed:
         known = ", ".join(sorted(allowed))

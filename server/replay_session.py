@@ -105,10 +105,10 @@ class ReplaySession:
                     for reply in self._apply(request, time.time()):
                         self.outbox.put_nowait(reply)
                 except protocol.ProtocolError as exc:
+                    if request is not None:
+                        exc.request_id = request.id
                     self.metrics.protocol_errors[exc.code] += 1
-                    self.outbox.put_nowait(
-                        protocol.error(exc.code, exc.message, request and request.id)
-                    )
+                    self.outbox.put_nowait(exc.reply())
                 self.wake.set()
         except ConnectionClosed:
             pass

@@ -56,3 +56,43 @@ def make_recording(tmp_path):
         return Recording.open(path)
 
     return make
+
+
+@pytest.fixture
+async def start_app(tmp_path):
+    """Factory: start an in-process server on a free 127.0.0.1 port; all are shut down after."""
+    from server.app import App
+    from server.config import ServerConfig
+
+    apps = []
+
+    async def start(**options) -> App:
+        options.setdefault("recordings", tmp_path)
+        app = App(ServerConfig(host="127.0.0.1", port=0, **options))
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.shutdown()
+
+
+@pytest.fixture
+def write_tiny(tmp_path):
+    """Factory: write a tiny recording named ``name`` into tmp_path (the server's folder)."""
+    from processing.recording import write_recording
+    from processing.source import SourceInfo
+
+    def write(name: str = "tiny", count: int = 3000, players: int = 1, pad: int = 0, **kwargs):
+        frames = tiny_frames(count, **kwargs)
+        for frame in frames:
+            frame["players"] = [
+                dict(frame["players"][0], sid=i, name=f"p{i}", pad="x" * pad)
+                for i in range(players)
+            ]
+        info = SourceInfo("de_mirage", 64, f"{name}.dem", "0" * 64, "test")
+        write_recording(tmp_path / f"{name}.eeict", info, frames)
+        return frames
+
+    return write
