@@ -1,4 +1,4 @@
-"""The server process: loads recordings, runs live streams, routes connections, shuts down cleanly."""
+"""The server process: loads recordings, runs live streams, routes connections, stops cleanly."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="[EEICT_HOST] %(default)s")
     serve.add_argument(
         "--port", type=int, default=int(_env("PORT", str(DEFAULT_PORT))),
-        help="[EEICT_PORT] one port for HTTP and WebSocket (default %(default)s; 0 picks a free one)",
+        help="[EEICT_PORT] one port for HTTP and WebSocket (default %(default)s; 0: any free)",
     )  # fmt: skip
     serve.add_argument(
         "--recordings", type=Path, default=_env("RECORDINGS"),

@@ -21,8 +21,8 @@ def url(app, path: str) -> str:
     return f"ws://127.0.0.1:{app.port}{path}"
 
 
-async def recv(ws, timeout: float = 5.0) -> dict:
-    return msgpack.unpackb(await asyncio.wait_for(ws.recv(), timeout))
+async def recv(ws) -> dict:
+    return msgpack.unpackb(await asyncio.wait_for(ws.recv(), 5.0))
 
 
 async def collect(ws, seconds: float) -> list[tuple[float, dict]]:
@@ -249,13 +249,13 @@ async def test_http_endpoints(start_app, write_tiny):
 
     assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
     assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
-    status, body = await asyncio.to_thread(get, "/streams")
+    _, body = await asyncio.to_thread(get, "/streams")
     stream = json.loads(body)["streams"][0]
     assert stream["id"] == "tiny" and stream["path"] == "/live/tiny" and stream["loop"]
-    status, body = await asyncio.to_thread(get, "/recordings")
+    _, body = await asyncio.to_thread(get, "/recordings")
     catalog = json.loads(body)
     assert [r["id"] for r in catalog["recordings"]] == ["tiny"]
     assert catalog["refused"][0]["file"] == "broken.eeict"
-    status, body = await asyncio.to_thread(get, "/metrics")
+    _, body = await asyncio.to_thread(get, "/metrics")
     assert b"eeict_subscribers" in body and b"eeict_send_lag_seconds_bucket" in body
     assert (await asyncio.to_thread(get, "/nowhere"))[0] == 404

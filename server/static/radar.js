@@ -338,9 +338,6 @@ function draw(s, picked, pos) {
   for (const [name, seen] of lastSeen) {
     if (!alive.has(name)) drawDead(name, ...toPx(seen.x, seen.y));
   }
-  for (const entry of s.roster || []) {
-    if (!alive.has(entry.name) && !lastSeen.has(entry.name)) lastSeen.set(entry.name, null);
-  }
   return alive;
 }
 
@@ -446,12 +443,13 @@ function updatePanels(s, frame, pos, alive) {
       return li;
     }),
   );
-  const names = [...lastSeen.keys()].sort();
+  const names = [...new Set([...(s.roster || []).map((r) => r.name), ...lastSeen.keys()])].sort();
   $("players").replaceChildren(
     ...names.map((name) => {
       const li = document.createElement("li");
       const p = (frame.players || []).find((q) => q.name === name);
-      const team = p?.team || lastSeen.get(name)?.team || "";
+      const rostered = (s.roster || []).find((r) => r.name === name);
+      const team = p?.team || lastSeen.get(name)?.team || rostered?.team || "";
       li.className = `${team} ${alive.has(name) ? "" : "dead"}`;
       li.textContent = p ? `${name} ${p.hp} hp $${p.money}` : name;
       return li;
@@ -474,7 +472,7 @@ function frameLoop() {
     const picked = pick(s, pos);
     if (picked) {
       const alive = draw(s, picked, pos);
-      if (picked.a !== shown?.a && performance.now() - lastPanelUpdate > 100) {
+      if (performance.now() - lastPanelUpdate > 100) {
         updatePanels(s, picked.a.frame, pos, alive);
         lastPanelUpdate = performance.now();
       }
@@ -493,6 +491,9 @@ function seek(tick) {
   send({ type: "seek", tick: Math.round(tick) });
 }
 
+$("speed").replaceChildren(
+  ...SPEEDS.map((value) => new Option(`${value}x`, String(value), false, value === 1)),
+);
 $("refresh").addEventListener("click", listAll);
 $("server-url").addEventListener("change", listAll);
 $("play").addEventListener("click", () => send({ type: session?.playing ? "pause" : "play" }));
