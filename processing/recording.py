@@ -274,6 +274,11 @@ class Recording:
             parts.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def frames_within(self, start: int, max_frames: int, max_bytes: int) -> int:
+        """How many frames from ``start`` fit in ``max_bytes`` (at least one, at most max_frames)."""
+        sizes = np.cumsum(self._lengths[start : start + max_frames], dtype=np.int64)
+        return max(1, int(np.searchsorted(sizes, max_bytes, side="right")))
+
     def frame_bytes(self, index: int) -> bytes:
         return self.frames_bytes(index, index + 1)
 

@@ -24,7 +24,6 @@ const KILLFEED_SIZE = 5;
 const $ = (id) => document.getElementById(id);
 const canvas = $("radar");
 const ctx = canvas.getContext("2d");
-const background = makeBackground();
 const trail = document.createElement("canvas"); // where players have been: the map's shape
 trail.width = trail.height = MAP.size;
 
@@ -56,8 +55,11 @@ function wsUrl(path) {
 }
 
 async function getJson(path) {
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const response = await fetch(httpBase() + path, { headers });
+  // The token goes in the query, not a header: a header would need a CORS preflight
+  // (OPTIONS), and the server answers GET only.
+  const url = new URL(path, httpBase());
+  if (token) url.searchParams.set("token", token);
+  const response = await fetch(url);
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }
@@ -191,6 +193,7 @@ function onHello(s, msg) {
     s.rate = info.tickrate;
     s.rounds = msg.rounds || [];
     send({ type: "speed", value: Number($("speed").value) });
+    seek(s.first); // a session opens paused without a frame: fetch the first one to draw
   }
 }
 
@@ -283,6 +286,8 @@ function makeBackground() {
   for (const [name, x, y] of LABELS) g.fillText(name, ...toPx(x, y));
   return bg;
 }
+
+const background = makeBackground();
 
 const lerp = (a, b, f) => a + (b - a) * f;
 function lerpAngle(a, b, f) {

@@ -9,7 +9,8 @@ from __future__ import annotations
 from processing.recording import Recording
 from server import protocol
 
-CHUNK = 256  # frames per message at most
+CHUNK_FRAMES = 256  # per message at most, and
+CHUNK_BYTES = 512 * 1024  # well under the 1 MiB that websockets clients accept by default
 
 
 class Fetch:
@@ -58,10 +59,11 @@ class Fetch:
         """The next chunk if credit allows, the closing ``fetch_end`` when done, else None."""
         if self.done:
             return None
-        count = min(self.stop - self.next, self.credit, CHUNK)
+        count = min(self.stop - self.next, self.credit, CHUNK_FRAMES)
         if count <= 0:
             return None
         start = self.next
+        count = self.recording.frames_within(start, count, CHUNK_BYTES)
         data = self.recording.frames_bytes(start, start + count)
         self.next += count
         self.credit -= count
