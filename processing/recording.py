@@ -275,7 +275,7 @@ class Recording:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def frames_within(self, start: int, max_frames: int, max_bytes: int) -> int:
-        """How many frames from ``start`` fit in ``max_bytes`` (at least one, at most max_frames)."""
+        """How many frames from ``start`` fit in ``max_bytes`` (at least 1, at most max_frames)."""
         sizes = np.cumsum(self._lengths[start : start + max_frames], dtype=np.int64)
         return max(1, int(np.searchsorted(sizes, max_bytes, side="right")))
 
