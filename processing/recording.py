@@ -31,7 +31,7 @@ SUFFIX = ".eeict"
 
 _HEAD = struct.Struct("<8sHHI")  # magic, format version, flags, reserved
 _FOOT = struct.Struct("<QQQQIQ8s")  # meta off/len, index off/len, crc32(meta+index), frames, magic
-_ZSTD_LEVEL = 9
+_ZSTD_LEVEL = 3  # level 9 costs ~2x the time for ~10% smaller files
 _CHUNK_CACHE = 16
 
 

@@ -1,0 +1,170 @@
+"""Processing benchmark: demo -> recording time against demoparser2's own parse, sizes, reads.
+
+Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own.
+Run by hand: `.venv/bin/python bench/bench_processing.py [--json FILE] [--skip-synthetic]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMOS = ROOT.parent / "shared" / "demos"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_parse(demo: Path) -> dict:
+    """demoparser2 alone: the same props, events and grenade query read_demo makes."""
+    from processing.demo import parse_demo
+
+    start = time.perf_counter()
+    parse_demo(demo)
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_mb()}
+
+
+def measure_process(source: str, out: Path) -> dict:
+    """Full processing (read_demo or the generator, then write_recording)."""
+    from processing.demo import read_demo
+    from processing.recording import write_recording
+
+    if source.startswith("synthetic"):
+        from processing.synthetic import generate_match
+
+        start = time.perf_counter()
+        match = generate_match(seed=1, rounds=24)
+    else:
+        start = time.perf_counter()
+        match = read_demo(Path(source))
+    write_recording(out, match.info, match.frames)
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_mb()}
+
+
+def measure_sizes_and_reads(recording: Path, ranges: int) -> dict:
+    """Recording size vs one-JSON-line-per-frame, and cold random 1 s range reads."""
+    from processing.recording import Recording
+
+    rec = Recording.open(recording)
+    json_bytes = 0
+    step = 4096
+    for start in range(0, rec.frame_count, step):
+        for frame in rec.frames(start, start + step):
+            json_bytes += len(json.dumps(frame, ensure_ascii=False).encode()) + 1
+    per_second = max(1, round(rec.meta["tickrate"]))
+    rng = random.Random(1)
+    times = []
+    for _ in range(ranges):
+        a = rng.randrange(max(1, rec.frame_count - per_second))
+        rec._cache.clear()  # cold chunk cache: every read decompresses
+        t = time.perf_counter()
+        rec.frames_bytes(a, a + per_second)
+        times.append(time.perf_counter() - t)
+    return {
+        "recording_bytes": recording.stat().st_size,
+        "json_bytes": json_bytes,
+        "frames": rec.frame_count,
+        "range_read_median_ms": statistics.median(times) * 1000,
+        "range_read_p99_ms": sorted(times)[int(0.99 * (len(times) - 1))] * 1000,
+        "peak_rss_mb": _peak_mb(),
+    }
+
+
+def _child(kind: str, args: list[str]) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    cmd = [sys.executable, __file__, "--child", kind, *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} {args} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_source(name: str, source: str, repeat: int, ranges: int, tmp: Path) -> dict:
+    out = tmp / f"{name}.eeict"
+    row: dict = {"source": name}
+    if not source.startswith("synthetic"):
+        parse = [_child("parse", [source]) for _ in range(repeat)]
+        row["parse_s"] = min(p["seconds"] for p in parse)
+        row["parse_peak_rss_mb"] = max(p["peak_rss_mb"] for p in parse)
+    process = [_child("process", [source, str(out)]) for _ in range(repeat)]
+    row["process_s"] = min(p["seconds"] for p in process)
+    row["process_peak_rss_mb"] = max(p["peak_rss_mb"] for p in process)
+    if "parse_s" in row:
+        row["ratio"] = row["process_s"] / row["parse_s"]
+    reads = _child("reads", [str(out), str(ranges)])
+    row.update({k: v for k, v in reads.items() if k != "peak_rss_mb"})
+    row["reader_peak_rss_mb"] = reads["peak_rss_mb"]
+    row["size_ratio"] = reads["recording_bytes"] / reads["json_bytes"]
+    return row
+
+
+def _print_table(rows: list[dict]) -> None:
+    head = (
+        f"{'source':18} {'frames':>7} {'parse s':>8} {'process s':>9} {'ratio':>6} "
+        f"{'rec MB':>8} {'json MB':>8} {'size':>6} {'1s read ms':>10} {'peak MB':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        parse = f"{r['parse_s']:8.3f}" if "parse_s" in r else f"{'-':>8}"
+        ratio = f"{r['ratio']:6.2f}" if "ratio" in r else f"{'-':>6}"
+        print(
+            f"{r['source']:18} {r['frames']:7d} {parse} {r['process_s']:9.3f} {ratio} "
+            f"{r['recording_bytes'] / 1e6:8.2f} {r['json_bytes'] / 1e6:8.2f} "
+            f"{r['size_ratio']:6.3f} {r['range_read_median_ms']:10.3f} "
+            f"{r['process_peak_rss_mb']:8.0f}"
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--demos", type=Path, default=DEMOS, help="folder of .dem files")
+    ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per timing; the best is kept")
+    ap.add_argument("--ranges", type=int, default=500, help="random 1 s range reads")
+    ap.add_argument("--skip-synthetic", action="store_true", help="demos only")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "parse":
+            result = measure_parse(Path(rest[0]))
+        elif kind == "process":
+            result = measure_process(rest[0], Path(rest[1]))
+        else:
+            result = measure_sizes_and_reads(Path(rest[0]), int(rest[1]))
+        print(json.dumps(result))
+        return 0
+
+    sources = [(d.stem, str(d)) for d in sorted(args.demos.glob("*.dem"))]
+    if not args.skip_synthetic:
+        try:
+            from processing.synthetic import generate_match  # noqa: F401
+        except ImportError:
+            print("processing.synthetic.generate_match missing: use --skip-synthetic")
+            return 2
+        sources.append(("synthetic-24r", "synthetic"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, source in sources:
+            repeat = 1 if source == "synthetic" else args.repeat
+            rows.append(bench_source(name, source, repeat, args.ranges, Path(tmp)))
+            print(f"  done {name}", file=sys.stderr)
+    _print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
