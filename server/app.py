@@ -66,8 +66,6 @@ class App:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listening on http://%s:%d", config.host, self.port)
         await asyncio.to_thread(self.catalog.scan)
-        for name, reason in self.catalog.refused.items():
-            log.warning("refused %s: %s", name, reason)
         live_ids = config.live
         if not live_ids:
             recording = await asyncio.to_thread(load_builtin, config.builtin_rounds)

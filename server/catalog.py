@@ -73,47 +73,57 @@ class Catalog:
         return self.entries.get(recording_id)
 
     def scan(self) -> None:
-        """Pick up new, changed and removed files in the folder."""
+        """Pick up new, changed and removed files in the folder.
+
+        Builds new tables and swaps them in whole, so readers on the event loop never see a
+        half-updated catalog while a scan runs in a worker thread.
+        """
         if self.folder is None or not self.folder.is_dir():
             return
-        seen: set[str] = set()
+        entries = {name: self.entries[name] for name in self._builtin}
         refused: dict[str, str] = {}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
             recording_id = path.name[: -len(SUFFIX)]
-            if recording_id in self._builtin:
-                refused[path.name] = f"the id {recording_id!r} is taken by a built-in recording"
-                continue
-            if not RECORDING_ID.match(recording_id):
-                refused[path.name] = "file name must be letters, digits, '.', '_' or '-'"
-                continue
-            try:
-                stat = path.stat()
-            except OSError:
-                continue  # vanished between glob and stat
-            stamp = (stat.st_size, stat.st_mtime_ns)
-            seen.add(recording_id)
-            current = self.entries.get(recording_id)
-            if current is not None and current.stamp == stamp:
-                continue
-            previous_reason = self.refused.get(path.name)
-            try:
-                recording = Recording.open(path)
-            except RecordingError as exc:
-                refused[path.name] = str(exc)
-                if previous_reason != str(exc):
-                    log.warning("refused recording %s", exc)
-                self.entries.pop(recording_id, None)
-                continue
-            self.entries[recording_id] = Entry(recording_id, recording, path, stamp)
-            log.info(
-                "recording %s: %s, %d frames, %.0f s",
-                recording_id, recording.meta["map"], recording.frame_count,
-                recording.meta["duration_s"],
-            )  # fmt: skip
-        for gone in set(self.entries) - seen - self._builtin:
+            reason = self._refusal(recording_id)
+            if reason is None:
+                reason = self._open(path, recording_id, entries)
+            if reason is not None:
+                refused[path.name] = reason
+                if self.refused.get(path.name) != reason:
+                    log.warning("refused recording %s: %s", path.name, reason)
+        for gone in set(self.entries) - set(entries):
             log.info("recording %s: file removed", gone)
-            del self.entries[gone]
-        self.refused = refused
+        self.entries, self.refused = entries, refused
+
+    def _refusal(self, recording_id: str) -> str | None:
+        if recording_id in self._builtin:
+            return f"the id {recording_id!r} is taken by a built-in recording"
+        if not RECORDING_ID.match(recording_id):
+            return "file name must be letters, digits, '.', '_' or '-'"
+        return None
+
+    def _open(self, path: Path, recording_id: str, entries: dict[str, Entry]) -> str | None:
+        """Add the file to ``entries`` (reusing the open recording if unchanged) or say why not."""
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return f"cannot read: {exc.strerror}"
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        current = self.entries.get(recording_id)
+        if current is not None and current.stamp == stamp:
+            entries[recording_id] = current
+            return None
+        try:
+            recording = Recording.open(path)
+        except RecordingError as exc:
+            return str(exc)
+        entries[recording_id] = Entry(recording_id, recording, path, stamp)
+        log.info(
+            "recording %s: %s, %d frames, %.0f s",
+            recording_id, recording.meta["map"], recording.frame_count,
+            recording.meta["duration_s"],
+        )  # fmt: skip
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {

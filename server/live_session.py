@@ -18,20 +18,27 @@ LIVE_REQUESTS = frozenset({"subscribe", "buffer", "unsubscribe", "ping"})
 async def serve_live(
     connection: ServerConnection, stream: LiveStream, metrics: Metrics, default_buffer: int
 ) -> None:
+    """Answer requests; the stream itself writes the frames.
+
+    Replies are awaited (``send`` waits while the connection's buffer is full), so a client
+    that floods requests without reading stops being read instead of growing server memory.
+    """
     sink = WebSocketSink(connection)
-    sink.write(stream.hello(time.time()))
+    await connection.send(stream.hello(time.time()))
     subscriber: LiveSubscriber | None = None
     try:
         async for message in connection:
             request = None
             try:
                 request = protocol.decode_request(message, LIVE_REQUESTS)
-                subscriber = _apply(request, stream, sink, subscriber, default_buffer)
+                subscriber = await _apply(
+                    request, connection, stream, sink, subscriber, default_buffer
+                )
             except protocol.ProtocolError as exc:
                 if request is not None:
                     exc.request_id = request.id
                 metrics.protocol_errors[exc.code] += 1
-                sink.write(exc.reply())
+                await connection.send(exc.reply())
     except ConnectionClosed:
         pass
     finally:
@@ -39,8 +46,9 @@ async def serve_live(
             stream.unsubscribe(subscriber)
 
 
-def _apply(
+async def _apply(
     request: protocol.Request,
+    connection: ServerConnection,
     stream: LiveStream,
     sink: WebSocketSink,
     subscriber: LiveSubscriber | None,
@@ -48,13 +56,17 @@ def _apply(
 ) -> LiveSubscriber | None:
     kind = request.type
     if kind == "ping":
-        sink.write(protocol.pack({"type": "pong", "id": request.id, "server_time": time.time()}))
+        await connection.send(
+            protocol.pack({"type": "pong", "id": request.id, "server_time": time.time()})
+        )
     elif kind == "subscribe":
         if subscriber is not None:
             stream.unsubscribe(subscriber)
         buffer = request.get("buffer", default_buffer)
         stream.check_buffer(buffer)
-        sink.write(protocol.pack({"type": "subscribed", "stream": stream.id, "buffer": buffer}))
+        await connection.send(
+            protocol.pack({"type": "subscribed", "stream": stream.id, "buffer": buffer})
+        )
         subscriber = stream.subscribe(sink, buffer, request.get("resume_seq"))
     elif kind == "buffer":
         if subscriber is None:
@@ -63,6 +75,6 @@ def _apply(
     elif kind == "unsubscribe":
         if subscriber is not None:
             stream.unsubscribe(subscriber)
-        sink.write(protocol.pack({"type": "unsubscribed", "stream": stream.id}))
+        await connection.send(protocol.pack({"type": "unsubscribed", "stream": stream.id}))
         subscriber = None
     return subscriber

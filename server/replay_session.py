@@ -25,6 +25,7 @@ REPLAY_REQUESTS = frozenset(
     {"play", "pause", "speed", "seek", "step", "buffer", "fetch", "credit", "cancel", "ping"}
 )
 MAX_BUFFER_S = 30.0
+OUTBOX_LIMIT = 64
 
 
 class ReplaySession:
@@ -38,7 +39,9 @@ class ReplaySession:
             entry.id, entry.recording, int(DEFAULT_BUFFER_S * rate), time.time()
         )
         self.fetch: Fetch | None = None
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()  # replies; bounded by requests
+        self._frames_counted = 0  # frames reported to metrics so far (playback + this fetch)
+        # Replies waiting for the writer; when full, requests are no longer read.
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -71,22 +74,20 @@ class ReplaySession:
             reader.cancel()
 
     async def _write_loop(self, reader: asyncio.Task[None]) -> None:
-        send = self.connection.send
         while not reader.done():
             while not self.outbox.empty():
-                await send(self.outbox.get_nowait())
+                await self._send(self.outbox.get_nowait())
             messages, wake = self.playback.poll(time.time())
             for message in messages:
-                await send(message)
-                self.metrics.sent(self.entry.id, 0, len(message))
+                await self._send(message)
             if self.fetch is not None:
                 message = self.fetch.next_message()
                 if message is not None:
-                    await send(message)
-                    self.metrics.sent(self.entry.id, 0, len(message))
+                    await self._send(message)
                     continue
                 if self.fetch.done:
-                    await send(self.fetch.end_message())
+                    await self._send(self.fetch.end_message())
+                    self._frames_counted -= self.fetch.sent
                     self.fetch = None
                     continue
             if not self.outbox.empty():
@@ -96,6 +97,12 @@ class ReplaySession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
+    async def _send(self, message: bytes) -> None:
+        await self.connection.send(message)
+        frames = self.playback.frames_sent + (self.fetch.sent if self.fetch else 0)
+        self.metrics.sent(self.entry.id, frames - self._frames_counted, len(message))
+        self._frames_counted = frames
+
     async def _read(self) -> None:
         try:
             async for message in self.connection:
@@ -103,17 +110,21 @@ class ReplaySession:
                 try:
                     request = protocol.decode_request(message, REPLAY_REQUESTS)
                     for reply in self._apply(request, time.time()):
-                        self.outbox.put_nowait(reply)
+                        await self._reply(reply)
                 except protocol.ProtocolError as exc:
                     if request is not None:
                         exc.request_id = request.id
                     self.metrics.protocol_errors[exc.code] += 1
-                    self.outbox.put_nowait(exc.reply())
+                    await self._reply(exc.reply())
                 self.wake.set()
         except ConnectionClosed:
             pass
         finally:
             self.wake.set()  # let the writer see that the reader is gone
+
+    async def _reply(self, message: bytes) -> None:
+        self.wake.set()  # the writer may be asleep while the outbox is full
+        await self.outbox.put(message)
 
     def _apply(self, request: protocol.Request, now: float) -> list[bytes]:
         playback, kind = self.playback, request.type
@@ -144,6 +155,7 @@ class ReplaySession:
                 return playback.seek_time(request["time"], now)
             return playback.seek_round(request["round"], now)
         if kind == "fetch":
+            self._frames_counted -= self.fetch.sent if self.fetch else 0
             self.fetch = Fetch(
                 self.entry.id,
                 self.entry.recording,
@@ -159,6 +171,7 @@ class ReplaySession:
                 self.fetch.add_credit(request["frames"])
             return []
         if kind == "cancel":
+            self._frames_counted -= self.fetch.sent if self.fetch else 0
             self.fetch = None
             return [protocol.pack({"type": "fetch_cancelled", "stream": self.entry.id})]
         raise AssertionError(kind)

@@ -28,6 +28,7 @@ class Playback:
         self.paused = True
         self.gen = 0
         self.next = 0  # first frame index not yet sent in this generation
+        self.frames_sent = 0
         self._anchor_tick = float(self.ticks[0])
         self._anchor_time = now
 
@@ -169,5 +170,6 @@ class Playback:
 
     def _frames(self, start: int, stop: int) -> bytes:
         self.next = max(self.next, stop)
+        self.frames_sent += stop - start
         data = self.recording.frames_bytes(start, stop)
         return protocol.ticks_envelope(self.id, start, stop - start, data, gen=self.gen)
