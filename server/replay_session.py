@@ -64,7 +64,8 @@ class ReplaySession:
                 }
             )
         )
-        await self.connection.send(self.playback.state(time.time()))
+        for message in self.playback.seek_index(0, time.time(), keep_paused=True):
+            await self.connection.send(message)  # the state, then the first frame
         reader = asyncio.create_task(self._read())
         try:
             await self._write_loop(reader)

@@ -42,7 +42,10 @@ async def open_replay(app, name: str):
     ws = await connect(url(app, f"/replay/{name}"))
     hello = await recv(ws)
     state = await recv(ws)
+    first = await recv(ws)
     assert hello["type"] == "hello" and state["type"] == "state" and state["state"] == "paused"
+    assert first["type"] == "ticks" and first["gen"] == state["gen"]
+    assert [f["tick"] for f in first["frames"]] == [hello["stream"]["first_tick"]]
     return ws, hello
 
 

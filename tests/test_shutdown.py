@@ -10,9 +10,8 @@ import time
 import msgpack
 import pytest
 import websockets
-from websockets.asyncio.client import connect
-
 from server_process import server_process, write_match
+from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.timeout(90)
 
