@@ -40,54 +40,34 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-        def by(label: str, counts: dict[str, int]) -> list[tuple[str, float]]:
-            return [(f'{{{label}="{key}"}}', value) for key, value in sorted(counts.items())]
-
-        family(
-            "eeict_connections", "gauge", "Open WebSocket connections.", [("", self.connections)]
-        )
-        family(
-            "eeict_connections_total", "counter", "Accepted WebSocket connections.",
-            [("", self.connections_total)],
-        )  # fmt: skip
-        family(
-            "eeict_connections_refused_total", "counter", "Connections refused, by reason.",
-            by("reason", self.refused),
-        )  # fmt: skip
-        family(
-            "eeict_subscribers", "gauge", "Subscribers per stream.",
-            by("stream", self.subscriber_counts()),
-        )  # fmt: skip
-        family("eeict_frames_sent_total", "counter", "Frames sent.", by("stream", self.frames_sent))
-        family(
-            "eeict_bytes_sent_total", "counter", "Frame bytes sent.", by("stream", self.bytes_sent)
-        )
-        family(
-            "eeict_messages_sent_total", "counter", "Tick messages sent.",
-            by("stream", self.messages_sent),
-        )  # fmt: skip
-        family(
-            "eeict_slow_skips_total", "counter", "Slow subscribers moved to the live edge.",
-            by("stream", self.skips),
-        )  # fmt: skip
-        family(
-            "eeict_skipped_frames_total", "counter", "Frames slow subscribers skipped.",
-            by("stream", self.skipped_frames),
-        )  # fmt: skip
-        family(
-            "eeict_slow_disconnects_total", "counter", "Subscribers closed for being stuck.",
-            by("stream", self.slow_disconnects),
-        )  # fmt: skip
-        family(
-            "eeict_protocol_errors_total", "counter", "Client messages refused, by error code.",
-            by("code", self.protocol_errors),
-        )  # fmt: skip
+        labelled: list[tuple[str, str, str, str, dict[str, int]]] = [
+            ("eeict_connections_refused_total", "counter", "Connections refused, by reason.",
+             "reason", self.refused),
+            ("eeict_subscribers", "gauge", "Subscribers per stream.",
+             "stream", self.subscriber_counts()),
+            ("eeict_frames_sent_total", "counter", "Frames sent.", "stream", self.frames_sent),
+            ("eeict_bytes_sent_total", "counter", "Bytes of tick messages sent.",
+             "stream", self.bytes_sent),
+            ("eeict_messages_sent_total", "counter", "Tick messages sent.",
+             "stream", self.messages_sent),
+            ("eeict_slow_skips_total", "counter", "Slow subscribers moved to the live edge.",
+             "stream", self.skips),
+            ("eeict_skipped_frames_total", "counter", "Frames slow subscribers skipped.",
+             "stream", self.skipped_frames),
+            ("eeict_slow_disconnects_total", "counter", "Subscribers closed for being stuck.",
+             "stream", self.slow_disconnects),
+            ("eeict_protocol_errors_total", "counter", "Client messages refused, by error code.",
+             "code", self.protocol_errors),
+        ]  # fmt: skip
+        for name, kind, help_text, value in (
+            ("eeict_connections", "gauge", "Open WebSocket connections.", self.connections),
+            ("eeict_connections_total", "counter", "Accepted WebSocket connections.",
+             self.connections_total),
+        ):  # fmt: skip
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        for name, kind, help_text, label, counts in labelled:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            lines += [f'{name}{{{label}="{key}"}} {n}' for key, n in sorted(counts.items())]
         lines.append("# HELP eeict_send_lag_seconds Delay from a burst becoming due to its send.")
         lines.append("# TYPE eeict_send_lag_seconds histogram")
         cumulative = 0
