@@ -1,0 +1,175 @@
+"""Game events placed on frames: shooting, kills, grenade detonations and burning infernos.
+
+demoparser2 gives events as tables with their own ticks, and not every event tick has a
+frame (ticks without entity data are skipped), so each event goes on the first frame at or
+after its tick and events after the last frame are dropped. Kill names demoparser2 could not
+resolve are recovered here from the player rows. The bomb's events are in bomb.py.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pandas as pd
+
+from processing.demo.parse import nan_to_none
+from processing.demo.players import PlayerRows
+from processing.frames import Kill, NadeEvent
+
+_DETONATIONS = {
+    "smokegrenade_detonate": "smoke",
+    "hegrenade_detonate": "he",
+    "flashbang_detonate": "flash",
+    "decoy_started": "decoy",
+}
+# (first frame, end frame, entity id, x, y, z) of a burning inferno
+InfernoSpan = tuple[int, int, int, float, float, float]
+
+
+@dataclass
+class Events:
+    """The non-bomb events by frame index."""
+
+    shooting: dict[int, list[int]]  # steam ids of the players who fired
+    kills: dict[int, list[Kill]]
+    nade_event: dict[int, NadeEvent]  # the frame's first detonation
+    inferno_spans: list[InfernoSpan]
+    detonated: dict[int, int]  # grenade entity id -> detonation tick
+
+    @classmethod
+    def from_parsed(cls, events: dict[str, pd.DataFrame], players: PlayerRows) -> Events:
+        nade_event, detonated = _detonations(events, players)
+        return cls(
+            shooting=_shooting(events.get("weapon_fire"), players),
+            kills=_kills(events.get("player_death"), players),
+            nade_event=nade_event,
+            inferno_spans=_infernos(events, players),
+            detonated=detonated,
+        )
+
+
+def _shooting(fire: pd.DataFrame | None, players: PlayerRows) -> dict[int, list[int]]:
+    shooting: dict[int, list[int]] = defaultdict(list)
+    if fire is not None and len(fire) and "user_steamid" in fire:
+        n = len(players.ticks)
+        fi = players.frame_index(fire["tick"])
+        for f, sid in zip(fi.tolist(), fire["user_steamid"].tolist(), strict=True):
+            sid = nan_to_none(sid)
+            if f < n and sid is not None and int(sid) not in shooting[f]:
+                shooting[f].append(int(sid))
+    return shooting
+
+
+def _detonations(
+    events: dict[str, pd.DataFrame], players: PlayerRows
+) -> tuple[dict[int, NadeEvent], dict[int, int]]:
+    """The first detonation on each frame, and each grenade's detonation tick."""
+    n = len(players.ticks)
+    nade_event: dict[int, NadeEvent] = {}
+    detonated: dict[int, int] = {}
+    for event, kind in _DETONATIONS.items():
+        det = events.get(event)
+        if det is None or not len(det):
+            continue
+        fi = players.frame_index(det["tick"])
+        for eid, t in zip(det["entityid"].tolist(), det["tick"].tolist(), strict=True):
+            detonated[int(eid)] = min(int(t), detonated.get(int(eid), int(t)))
+        xyz = (det["x"].tolist(), det["y"].tolist(), det["z"].tolist())
+        rows = zip(fi.tolist(), *xyz, strict=True)
+        for f, x, y, z in rows:
+            if f < n and f not in nade_event:
+                nade_event[f] = {"type": kind, "x": x, "y": y, "z": z}
+    return nade_event, detonated
+
+
+def _kills(deaths: pd.DataFrame | None, players: PlayerRows) -> dict[int, list[Kill]]:
+    """Kill entries; names demoparser2 could not resolve come from the players who died
+    (alive flag went off) or scored (kill count went up) on that frame or the next."""
+    kills: dict[int, list[Kill]] = defaultdict(list)
+    if deaths is None or not len(deaths):
+        return kills
+    n = len(players.ticks)
+    died = players.transitions("alive", rising=False)
+    scored = players.transitions("kills", rising=True)
+    fi = players.frame_index(deaths["tick"]).tolist()
+    victims = _names(deaths, "user_name")
+    killers = _names(deaths, "attacker_name")
+    # Named players are not candidates for the unnamed events of the same frames.
+    for f, victim, killer in zip(fi, victims, killers, strict=True):
+        _unclaim(players, died, f, victim)
+        _unclaim(players, scored, f, killer)
+    weapons, hs = deaths["weapon"].tolist(), deaths["headshot"].tolist()
+    pen = deaths["penetrated"].tolist()
+    for i, f in enumerate(fi):
+        if f >= n:
+            continue
+        victim = victims[i] if victims[i] is not None else _claim(players, died, f)
+        killer = killers[i] if killers[i] is not None else _claim(players, scored, f)
+        kills[f].append(
+            {
+                "killer": killer or "",
+                "victim": victim or "",
+                "weapon": str(weapons[i]),
+                "is_hs": bool(hs[i]),
+                "penetrations": int(pen[i]),
+            }
+        )
+    return kills
+
+
+def _names(df: pd.DataFrame, column: str) -> list[str | None]:
+    values = df[column].tolist() if column in df else [None] * len(df)
+    return [nan_to_none(v) for v in values]
+
+
+def _unclaim(
+    players: PlayerRows, found: dict[int, list[int]], frame: int, name: str | None
+) -> None:
+    for f in (frame, frame + 1):
+        rows = found.get(f, [])
+        for r in rows:
+            if players.name[r] == name:
+                rows.remove(r)
+                return
+
+
+def _claim(players: PlayerRows, found: dict[int, list[int]], frame: int) -> str | None:
+    """Take the next unclaimed player whose value changed on this frame or the next."""
+    for f in (frame, frame + 1):
+        rows = found.get(f)
+        if rows:
+            return players.name[rows.pop(0)]
+    return None
+
+
+def _infernos(events: dict[str, pd.DataFrame], players: PlayerRows) -> list[InfernoSpan]:
+    """Each inferno from its start frame until it expires or is put out (or the demo ends)."""
+    spans: list[InfernoSpan] = []
+    start = events.get("inferno_startburn")
+    if start is None or not len(start):
+        return spans
+    n = len(players.ticks)
+    ends: dict[int, int] = {}
+    for name in ("inferno_expire", "inferno_extinguish"):
+        end = events.get(name)
+        if end is not None and len(end):
+            for eid, f in zip(
+                end["entityid"].tolist(),
+                players.frame_index(end["tick"]).tolist(),
+                strict=True,
+            ):
+                ends[int(eid)] = min(f, ends.get(int(eid), n))
+    fi = players.frame_index(start["tick"]).tolist()
+    rows = zip(
+        fi,
+        start["entityid"].tolist(),
+        start["x"].tolist(),
+        start["y"].tolist(),
+        start["z"].tolist(),
+        strict=True,
+    )
+    for f, eid, x, y, z in rows:
+        if f < n:
+            spans.append((f, ends.get(int(eid), n), int(eid), x, y, z))
+    return spans

@@ -1,0 +1,116 @@
+"""Grenades in flight: demoparser2's grenade entities turned into positions per frame.
+
+demoparser2 gives a grenade's position as the entity's raw cell and offset props, sent on
+change only, and leaves the cell unknown until the entity's cell is first sent; this module
+rebuilds world positions (inferring missing cells from the thrower) and keeps each projectile
+from its first tick until its detonation event (or removal).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from processing.demo.parse import AXES, GRENADE_CELL, GRENADE_TEAM, GRENADE_VEC
+from processing.demo.players import TEAMS, PlayerRows
+from processing.frames import Nade
+
+_CELL, _WORLD_HALF = 512, 16384  # entity origin = cell * 512 - 16384 + vec
+_NADE_TYPES = {
+    "CSmokeGrenadeProjectile": "smoke",
+    "CHEGrenadeProjectile": "he",
+    "CFlashbangProjectile": "flash",
+    "CMolotovProjectile": "molotov",  # CS2 uses one class for molotov and incendiary
+    "CIncendiaryGrenadeProjectile": "incendiary",
+    "CDecoyProjectile": "decoy",
+}
+
+
+def nades_in_flight(
+    gren: pd.DataFrame | None, players: PlayerRows, detonated: dict[int, int]
+) -> dict[int, list[Nade]]:
+    """Projectiles from their first tick until their detonation event (or removal).
+
+    demoparser2 leaves an axis' position NaN while the entity's cell was never sent; the
+    cell is the one that puts the grenade within half a cell (256 units) of its thrower at
+    its first tick, since grenades spawn at the thrower's eyes. ``detonated`` maps a grenade
+    entity id to its detonation tick.
+    """
+    nades: dict[int, list[Nade]] = defaultdict(list)
+    if gren is None or not len(gren) or "grenade_entity_id" not in gren:
+        return nades
+    n = len(players.ticks)
+    gren = gren.sort_values(["grenade_entity_id", "tick"], kind="stable")
+    eid = gren["grenade_entity_id"].to_numpy(np.int64)
+    tick = gren["tick"].to_numpy(np.int64)
+    pos = np.full((len(gren), 3), np.nan)
+    for a, axis in enumerate(AXES):
+        cell_name = f"{GRENADE_CELL}{axis}"
+        vec_name = f"{GRENADE_VEC}{axis}"
+        if vec_name not in gren:
+            continue
+        vec = gren[vec_name].groupby(eid).ffill().groupby(eid).bfill().to_numpy(float)
+        cell = (
+            gren[cell_name].groupby(eid).ffill().to_numpy(float)
+            if cell_name in gren
+            else np.full(len(gren), np.nan)
+        )
+        pos[:, a] = cell * _CELL - _WORLD_HALF + vec
+        missing = np.isnan(cell)
+        if missing.any():
+            pos[:, a] = _infer_cells(gren, players, eid, tick, vec, cell, a)
+    team = gren[GRENADE_TEAM].to_numpy() if GRENADE_TEAM in gren else None
+    teams = (
+        [TEAMS.get(int(t), "UA") if t == t else "" for t in team.tolist()]
+        if team is not None
+        else [""] * len(gren)
+    )
+    types = [_NADE_TYPES.get(t, t) for t in gren["grenade_type"].tolist()]
+    fi = players.frame_index(tick)
+    keep = (fi < n) & ~np.isnan(pos).any(axis=1)
+    end = np.array([detonated.get(int(e), np.iinfo(np.int64).max) for e in eid.tolist()])
+    keep &= tick < end
+    # Keep one row per (frame, grenade): the last, when a row sits on a skipped tick.
+    rows = np.flatnonzero(keep)
+    last: dict[tuple[int, int], int] = {}
+    for r, f, e in zip(rows.tolist(), fi[rows].tolist(), eid[rows].tolist(), strict=True):
+        last[(f, e)] = r
+    xs, ys, zs = pos[:, 0].tolist(), pos[:, 1].tolist(), pos[:, 2].tolist()
+    for (f, e), r in sorted(last.items()):
+        nades[f].append(
+            {"id": e, "type": types[r], "x": xs[r], "y": ys[r], "z": zs[r], "team": teams[r]}
+        )
+    return nades
+
+
+def _infer_cells(
+    gren: pd.DataFrame,
+    players: PlayerRows,
+    eid: np.ndarray,
+    tick: np.ndarray,
+    vec: np.ndarray,
+    cell: np.ndarray,
+    axis: int,
+) -> np.ndarray:
+    """Positions on one axis, with each grenade's leading unknown cells taken from its thrower."""
+    out = cell * _CELL - _WORLD_HALF + vec
+    throwers = gren["steamid"].tolist() if "steamid" in gren else [None] * len(gren)
+    starts = np.flatnonzero(np.concatenate(([True], eid[1:] != eid[:-1])))
+    ends = np.append(starts[1:], len(eid))
+    key = ("x", "y", "z")[axis]
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        lead = np.isnan(cell[s:e])
+        if not lead.any() or np.isnan(vec[s]):
+            continue
+        ref = players.position(throwers[s], int(tick[s]), key)
+        if ref is None:
+            continue
+        if key == "z":
+            ref += 64.0  # eye height: grenades spawn at the eyes
+        guess = np.round((ref - vec[s] + _WORLD_HALF) / _CELL)
+        first_known = np.flatnonzero(~lead)
+        stop = s + (int(first_known[0]) if len(first_known) else e - s)
+        out[s:stop] = guess * _CELL - _WORLD_HALF + vec[s:stop]
+    return out

@@ -1,0 +1,140 @@
+"""The demoparser2 side: the file checks, every query the package makes, and the three passes.
+
+demoparser2 panics or answers with nothing on a truncated or foreign file, so the file is
+checked first and every failure becomes a DemoError naming the file and what to do. The
+queries (player props, events, grenade props) live here so that one place says what the rest
+of the package may expect in the parsed columns.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from demoparser2 import DemoParser
+
+TICKRATE = 64.0  # CS2 servers tick at 64/s; the demo header does not carry it.
+_MAGIC = b"PBDEMS2\x00"
+
+_HEALTH, _HEALTH_CTRL = "health", "CCSPlayerController.m_iPawnHealth"
+_DAMAGE = "CCSPlayerController.CCSPlayerController_ActionTrackingServices.m_iDamage"
+_FLAGS = "CCSPlayerPawn.m_fFlags"
+# Field -> demoparser2 props, coalesced left to right (pawn value first, controller copy next).
+SOURCES: dict[str, tuple[str, ...]] = {
+    "x": ("X",),
+    "y": ("Y",),
+    "z": ("Z",),
+    "view_x": ("yaw",),
+    "view_y": ("pitch",),
+    "hp": (_HEALTH, _HEALTH_CTRL),
+    "money": ("balance",),
+    "armor": ("armor_value", "armor"),
+    "helmet": ("has_helmet", "CCSPlayerController.m_bPawnHasHelmet"),
+    "kit": ("has_defuser", "CCSPlayerController.m_bPawnHasDefuser"),
+    "actv_itm": ("active_weapon_name",),
+    "items": ("inventory",),
+    "flags": (_FLAGS,),
+    "is_walking": ("is_walking",),
+    "is_rld": ("is_in_reload",),
+    "is_defusing": ("is_defusing",),
+    "kills": ("kills_total",),
+    "deaths": ("deaths_total",),
+    "assists": ("assists_total",),
+    "dmg": (_DAMAGE,),
+    "rounds": ("total_rounds_played",),
+    "team_num": ("team_num",),
+    "alive": ("is_alive",),
+    "clan": ("clan_name",),
+    "team_clan": ("team_clan_name",),
+    "team_wins": ("team_rounds_total",),
+    "freeze": ("is_freeze_period",),
+    "round_start_time": ("round_start_time",),
+}
+TICK_PROPS: list[str] = list(dict.fromkeys(p for props in SOURCES.values() for p in props))
+
+EVENTS = [
+    "player_death",
+    "weapon_fire",
+    "bomb_pickup",
+    "bomb_dropped",
+    "bomb_planted",
+    "bomb_defused",
+    "bomb_exploded",
+    "smokegrenade_detonate",
+    "hegrenade_detonate",
+    "flashbang_detonate",
+    "decoy_started",
+    "inferno_startburn",
+    "inferno_expire",
+    "inferno_extinguish",
+]
+EVENT_PLAYER_PROPS = ["X", "Y", "Z"]
+
+AXES = "XYZ"
+GRENADE_CELL = "Grenade.CBodyComponentBaseAnimGraph.m_cell"  # + axis
+GRENADE_VEC = "Grenade.CBodyComponentBaseAnimGraph.m_vec"  # + axis
+GRENADE_TEAM = "Grenade.m_iTeamNum"
+GRENADE_PROPS = [f"{part}{axis}" for part in (GRENADE_CELL, GRENADE_VEC) for axis in AXES] + [
+    GRENADE_TEAM
+]
+
+
+class DemoError(Exception):
+    """A demo that cannot be processed; the message names the file and what to do."""
+
+
+@dataclass
+class Parsed:
+    header: dict[str, str]
+    ticks: pd.DataFrame
+    events: dict[str, pd.DataFrame]
+    grenades: pd.DataFrame
+
+
+def parse_demo(path: Path) -> Parsed:
+    """The three demoparser2 passes read_demo needs (also the benchmark's baseline)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        parser = DemoParser(str(path))
+        header = parser.parse_header()
+        ticks = parser.parse_ticks(TICK_PROPS)
+        events = dict(parser.parse_events(EVENTS, player=EVENT_PLAYER_PROPS))
+        grenades = parser.parse_grenades(grenades=False, extra=GRENADE_PROPS)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # demoparser2 raises plain Exception, or panics (BaseException)
+        raise DemoError(
+            f"{path.name}: demoparser2 cannot read it ({type(exc).__name__}: {exc}); "
+            "is it a complete CS2 demo?"
+        ) from exc
+    if ticks is None or len(ticks) == 0 or "tick" not in ticks:
+        raise DemoError(f"{path.name}: demoparser2 found no player data in it; nothing to record")
+    return Parsed(header, ticks, events, grenades)
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise DemoError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+    if size == 0:
+        raise DemoError(f"{path.name}: empty file, not a CS2 demo")
+    if len(head) < 16 or head[:8] != _MAGIC:
+        raise DemoError(f"{path.name}: not a CS2 demo (bad header); expected a CS2 .dem file")
+    (info_offset,) = struct.unpack_from("<i", head, 8)
+    if info_offset >= size:
+        raise DemoError(
+            f"{path.name}: truncated ({size} bytes, its index says at least {info_offset + 1}); "
+            "copy the whole demo again"
+        )
+
+
+def nan_to_none(value: Any) -> Any:
+    """demoparser2 marks a missing value with None or NaN; frames use None."""
+    return None if value is None or (isinstance(value, float) and value != value) else value

@@ -1,0 +1,202 @@
+"""Player rows: demoparser2's per-tick props made into one filled numpy column per field.
+
+demoparser2 sends a prop only when it changes, splits some between the pawn and the
+controller, and repeats a player when a tick had several snapshots, while every other module
+wants one complete row per player per frame. PlayerRows makes those rows once (and with them
+the frames: one per tick that has player rows); PlayerTable cuts the alive players' frame
+fields from them, with the fields derived from several props computed vectorised.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from processing.demo.parse import SOURCES, nan_to_none
+from processing.frames import PLAYER_FIELDS
+
+_POSITION = ("x", "y", "z")
+# Value used before demoparser2 first reports a field for a player (see docs/frame-fields.md).
+_DEFAULTS: dict[str, Any] = {
+    "view_x": 0.0,
+    "view_y": 0.0,
+    "hp": 100,
+    "money": 0,
+    "armor": 0,
+    "helmet": False,
+    "kit": False,
+    "actv_itm": "",
+    "flags": 1,  # FL_ONGROUND
+    "is_walking": False,
+    "is_rld": False,
+    "is_defusing": False,
+    "kills": 0,
+    "deaths": 0,
+    "assists": 0,
+    "dmg": 0,
+    "rounds": 0,
+    "team_num": 0,
+    "alive": False,
+    "clan": "",
+    "team_clan": "",
+    "team_wins": 0,
+}
+_INTS = ("hp", "money", "armor", "kills", "deaths", "assists", "dmg", "rounds", "flags")
+_INTS += ("team_num", "team_wins")
+_BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_defusing", "alive")
+TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}
+
+
+@dataclass
+class PlayerRows:
+    """One row per player per frame, in frame order; frame f's rows are bounds[f]:bounds[f+1]."""
+
+    cols: dict[str, np.ndarray]  # field -> value per row, plus "known" (position reported)
+    ticks: np.ndarray  # tick of each frame, increasing
+    bounds: np.ndarray
+    row_frame: np.ndarray  # frame of each row
+    sid: np.ndarray
+    name: np.ndarray
+
+    @classmethod
+    def from_ticks(cls, df: pd.DataFrame) -> PlayerRows:
+        """Rows from demoparser2's parse_ticks answer."""
+        if not df["tick"].is_monotonic_increasing:
+            df = df.sort_values("tick", kind="stable")
+        df = df.reset_index(drop=True)
+        cols = _player_columns(df)
+        # demoparser2 repeats a player when a tick had several snapshots; the last one holds.
+        last = ~df.duplicated(["tick", "steamid"], keep="last").to_numpy()
+        tick = df["tick"].to_numpy(np.int64)[last]
+        ticks, starts = np.unique(tick, return_index=True)
+        bounds = np.append(starts, len(tick))
+        return cls(
+            cols={field: values[last] for field, values in cols.items()},
+            ticks=ticks,
+            bounds=bounds,
+            row_frame=np.repeat(np.arange(len(ticks)), np.diff(bounds)),
+            sid=df["steamid"].to_numpy(np.uint64)[last],
+            name=df["name"].to_numpy(object)[last],
+        )
+
+    def frame_index(self, event_ticks: Any) -> np.ndarray:
+        """Index of the frame an event goes on: the first frame at or after its tick."""
+        return np.searchsorted(self.ticks, np.asarray(event_ticks, dtype=np.int64), side="left")
+
+    def transitions(self, field: str, rising: bool) -> dict[int, list[int]]:
+        """Rows by frame where a player's value went up (or down) since their previous row."""
+        values = self.cols[field].astype(np.int64)
+        order = np.lexsort((self.row_frame, self.sid))
+        same = self.sid[order][1:] == self.sid[order][:-1]
+        diff = values[order][1:] - values[order][:-1]
+        changed = same & ((diff > 0) if rising else (diff < 0))
+        rows = order[1:][changed]
+        found: dict[int, list[int]] = defaultdict(list)
+        for r in rows.tolist():
+            found[int(self.row_frame[r])].append(r)
+        return found
+
+    def position(self, sid: Any, tick: int, key: str) -> float | None:
+        """Player ``sid``'s coordinate ``key`` on the last frame at or before ``tick``."""
+        sid = nan_to_none(sid)
+        if sid is None:
+            return None
+        f = int(np.searchsorted(self.ticks, tick, side="right")) - 1
+        if f < 0:
+            return None
+        a, b = self.bounds[f], self.bounds[f + 1]
+        rows = np.flatnonzero(self.sid[a:b] == np.uint64(sid))
+        if not len(rows):
+            return None
+        value = float(self.cols[key][a + rows[0]])
+        return None if value != value else value
+
+
+def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    merged = pd.DataFrame(index=df.index)
+    for field, props in SOURCES.items():
+        col = None
+        for prop in props:
+            if prop in df:
+                col = df[prop] if col is None else col.where(col.notna(), df[prop])
+        merged[field] = col if col is not None else pd.Series(np.nan, index=df.index)
+    # Props are sent on change only: the last reported value holds until the next one.
+    by_player = merged.groupby(df["steamid"].to_numpy(), sort=False)
+    merged = by_player.ffill()
+    # Position before its first report: the first reported value (a one-tick move away).
+    merged[list(_POSITION)] = (
+        merged[list(_POSITION)].groupby(df["steamid"].to_numpy(), sort=False).bfill()
+    )
+    cols: dict[str, np.ndarray] = {}
+    for field in merged.columns:
+        series = merged[field]
+        if field in _DEFAULTS and series.isna().any():
+            series = series.where(series.notna(), _DEFAULTS[field])
+        if field in _INTS:
+            cols[field] = series.astype(np.int64).to_numpy()
+        elif field in _BOOLS:
+            cols[field] = series.astype(bool).to_numpy()
+        elif field == "items":
+            cols[field] = np.array(
+                [v if isinstance(v, list) else [] for v in series.tolist()], dtype=object
+            )
+        else:
+            cols[field] = series.to_numpy()
+    cols["known"] = (
+        ~np.isnan(cols["x"].astype(float))
+        & ~np.isnan(cols["z"].astype(float))
+        & ~np.isnan(cols["y"].astype(float))
+    )
+    return cols
+
+
+@dataclass
+class PlayerTable:
+    """Alive players' frame fields as arrays in frame order, one per PLAYER_FIELDS entry.
+
+    The players of frame f are the rows bounds[f]:bounds[f+1] of every column.
+    """
+
+    bounds: np.ndarray
+    columns: list[np.ndarray]
+    c4_carrier: dict[int, tuple[str, int]]  # frame -> (name, sid) of who has the C4 in inventory
+
+    @classmethod
+    def from_rows(cls, players: PlayerRows, planting: list[tuple[int, int, int]]) -> PlayerTable:
+        """The table; ``planting`` is (first frame, end frame, sid) of each bomb plant."""
+        c = players.cols
+        rows = np.flatnonzero(c["alive"] & c["known"])
+        bounds = np.searchsorted(players.row_frame[rows], np.arange(len(players.ticks) + 1))
+        flags = c["flags"][rows]
+        ducking = (flags & 2) != 0  # FL_DUCKING
+        rounds, dmg = c["rounds"][rows], c["dmg"][rows]
+        is_planting = np.zeros(len(players.sid), dtype=bool)
+        for first, end, sid in planting:
+            lo, hi = players.bounds[first], players.bounds[end]
+            is_planting[lo:hi] |= players.sid[lo:hi] == np.uint64(sid)
+        team_names = np.array([TEAMS.get(t, "UA") for t in range(4)], dtype=object)
+        team = c["team_num"][rows]
+        derived = {
+            "sid": players.sid[rows],
+            "name": players.name[rows],
+            "team": np.where((team >= 0) & (team < 4), team_names[np.clip(team, 0, 3)], "UA"),
+            "is_ducking": ducking,
+            "is_standing": ~ducking,
+            "is_air": (flags & 1) == 0,  # FL_ONGROUND
+            "adr": np.divide(dmg, rounds, out=np.zeros(len(rows)), where=rounds > 0),
+            "is_planting": is_planting[rows],
+        }
+        columns = [derived[f] if f in derived else c[f][rows] for f in PLAYER_FIELDS]
+        has_c4 = np.fromiter(
+            ("C4 Explosive" in items for items in c["items"][rows]), bool, len(rows)
+        )
+        c4_rows = rows[has_c4]
+        c4_carrier = {
+            int(f): (players.name[r], int(players.sid[r]))
+            for f, r in zip(players.row_frame[c4_rows].tolist(), c4_rows.tolist(), strict=True)
+        }
+        return cls(bounds, columns, c4_carrier)

@@ -1,0 +1,69 @@
+"""Game-wide state per frame: freeze time, round starts, team names and round wins.
+
+demoparser2 reports game-rules and team props on every player's row rather than once per
+tick, so each frame takes the first reported value among its rows and carries it forward.
+Round starts are needed apart from the frames too: the bomb's carrier resets with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from processing.demo.players import PlayerRows
+
+
+@dataclass
+class Rounds:
+    """One value per frame for each frame-level field."""
+
+    freeze: list[bool]
+    round_start: list[bool]
+    t_name: list[str]
+    ct_name: list[str]
+    t_wins: list[int]
+    ct_wins: list[int]
+
+    @classmethod
+    def from_rows(cls, players: PlayerRows) -> Rounds:
+        c = players.cols
+        freeze = _per_frame_first(players, c["freeze"]).astype(object)
+        # A round starts when the game rules' round start time changes; events replayed at the
+        # demo's first tick (signon) describe the round already in progress.
+        rst = _per_frame_first(players, c["round_start_time"].astype(float)).to_numpy()
+        prev = np.concatenate(([np.nan], rst[:-1]))
+        t_name, t_wins = _team(players, 2)
+        ct_name, ct_wins = _team(players, 3)
+        return cls(
+            freeze=freeze.where(freeze.notna(), False).astype(bool).tolist(),
+            round_start=((rst != prev) & ~np.isnan(prev) & ~np.isnan(rst)).tolist(),
+            t_name=t_name,
+            ct_name=ct_name,
+            t_wins=t_wins,
+            ct_wins=ct_wins,
+        )
+
+
+def _per_frame_first(players: PlayerRows, values: np.ndarray) -> pd.Series:
+    """The first non-missing value of a game-wide prop on each frame, carried forward."""
+    s = pd.Series(values).groupby(players.row_frame).first()
+    return s.reindex(range(len(players.ticks))).ffill()
+
+
+def _team(players: PlayerRows, team_num: int) -> tuple[list[str], list[int]]:
+    """A team's clan name and round wins on each frame, carried forward ("" and 0 before)."""
+    c, n = players.cols, len(players.ticks)
+    on_team = c["team_num"] == team_num
+    frames = players.row_frame[on_team]
+    names = pd.Series(c["team_clan"][on_team]).groupby(frames).first()
+    wins = pd.Series(c["team_wins"][on_team]).groupby(frames).first()
+    names = names.reindex(range(n)).ffill().fillna("")
+    wins = wins.reindex(range(n)).ffill().fillna(0).astype(np.int64)
+    return names.tolist(), wins.tolist()
+
+
+def first_name(names: list[str]) -> str:
+    """The first non-empty team name of a match, "" when it never had one."""
+    return next((name for name in names if name), "")
