@@ -136,13 +136,24 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
     out.write(meta_bytes)
     index_offset = out.tell()
     out.write(index_bytes)
-    crc = zlib.crc32(index_bytes, zlib.crc32(meta_bytes))
-    out.write(
-        _FOOT.pack(
-            meta_offset, len(meta_bytes), index_offset, len(index_bytes), crc, len(ticks), END_MAGIC
-        )
-    )
+    footer = [
+        meta_offset,
+        len(meta_bytes),
+        index_offset,
+        len(index_bytes),
+        0,
+        len(ticks),
+        END_MAGIC,
+    ]
+    footer[4] = _checksum(meta_bytes, index_bytes, footer)
+    out.write(_FOOT.pack(*footer))
     return meta
+
+
+def _checksum(meta: bytes | memoryview, index: bytes | memoryview, footer) -> int:
+    """CRC-32 of metadata, index and the footer's numbers (all but the CRC itself)."""
+    numbers = struct.pack("<QQQQQ", *footer[:4], footer[5])
+    return zlib.crc32(numbers, zlib.crc32(index, zlib.crc32(meta)))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -166,7 +177,9 @@ class Recording:
         self._mmap = buffer if isinstance(buffer, mmap.mmap) else None
         self._decompressor = zstandard.ZstdDecompressor()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self.meta, self.ticks, self._frame_offsets, self._chunk_bounds = self._parse()
+        self.meta, self.ticks, self._lengths, self._frame_offsets, self._chunk_bounds = (
+            self._parse()
+        )
         self.frames_per_chunk: int = self.meta["frames_per_chunk"]
 
     @classmethod
@@ -206,9 +219,8 @@ class Recording:
             raise self._fail("not a recording (bad magic)")
         if version != FORMAT_VERSION:
             raise self._fail(f"format version {version}, this server reads {FORMAT_VERSION}")
-        meta_off, meta_len, index_off, index_len, crc, count, end = _FOOT.unpack_from(
-            buf, len(buf) - _FOOT.size
-        )
+        footer = _FOOT.unpack_from(buf, len(buf) - _FOOT.size)
+        meta_off, meta_len, index_off, index_len, crc, count, end = footer
         if end != END_MAGIC:
             raise self._fail("footer missing (truncated or still being written)")
         if not (_HEAD.size <= meta_off and meta_off + meta_len == index_off) or (
@@ -217,21 +229,38 @@ class Recording:
             raise self._fail("footer offsets do not match the file size (corrupt)")
         meta_bytes = buf[meta_off:index_off]
         index_bytes = buf[index_off : index_off + index_len]
-        if zlib.crc32(index_bytes, zlib.crc32(meta_bytes)) != crc:
+        if _checksum(meta_bytes, index_bytes, footer) != crc:
             raise self._fail("metadata/index checksum mismatch (corrupt)")
+        try:
+            return self._parse_index(meta_bytes, index_bytes, count, meta_off)
+        except RecordingError:
+            raise
+        except Exception as exc:  # anything odd in a file whose checksum matched
+            raise self._fail(
+                f"inconsistent metadata or index ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def _parse_index(self, meta_bytes, index_bytes, count: int, meta_off: int):
         meta = msgpack.unpackb(meta_bytes)
-        raw = self._decompressor.decompress(bytes(index_bytes))
         per_chunk = meta["frames_per_chunk"]
+        if count < 1 or count != meta["frame_count"] or per_chunk < 1:
+            raise self._fail("frame count or chunk size does not add up (corrupt)")
         chunks = -(-count // per_chunk)
+        raw = self._decompressor.decompress(bytes(index_bytes))
+        if len(raw) != 12 * count + 8 * chunks:
+            raise self._fail("index size does not match the frame count (corrupt)")
         ticks = np.frombuffer(raw, dtype="<i8", count=count)
         lengths = np.frombuffer(raw, dtype="<u4", count=count, offset=8 * count)
         chunk_offsets = np.frombuffer(raw, dtype="<u8", count=chunks, offset=12 * count)
-        # Offset of each frame inside its decompressed chunk, plus one end offset per chunk.
+        chunk_bounds = np.append(chunk_offsets.astype(np.int64), meta_off)
+        if chunk_bounds[0] < _HEAD.size or np.any(np.diff(chunk_bounds) <= 0):
+            raise self._fail("chunk offsets out of order (corrupt)")
+        if np.any(np.diff(ticks) <= 0):
+            raise self._fail("ticks not strictly increasing (corrupt)")
+        # Offset of each frame inside its decompressed chunk.
         starts = np.concatenate(([0], np.cumsum(lengths.astype(np.int64))[:-1]))
         frame_offsets = starts - np.repeat(starts[::per_chunk], per_chunk)[:count]
-        chunk_bounds = np.append(chunk_offsets.astype(np.int64), meta_off)
-        self._lengths = lengths
-        return meta, ticks, frame_offsets, chunk_bounds
+        return meta, ticks, lengths, frame_offsets, chunk_bounds
 
     # -- reading -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import logging
 import signal
-import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +15,7 @@ from websockets.http11 import Request, Response
 
 from server import http_api, protocol
 from server.builtin import load_builtin
-from server.catalog import Catalog
+from server.catalog import Catalog, Entry
 from server.config import BUILTIN_STREAM, DEFAULT_BUFFER_S, ServerConfig
 from server.legacy import serve_legacy
 from server.live_session import serve_live
@@ -23,12 +23,13 @@ from server.metrics import Metrics
 from server.replay_session import serve_replay
 from server.streams.live import LiveStream
 from server.streams.sink import WebSocketSink
-from server.streams.timeline import Timeline
+from server.streams.timeline import Timeline, steady_wall_clock
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 CATALOG_RESCAN_S = 2.0
+MISS_RESCAN_S = 1.0  # a request for an unknown recording rescans at most this often
 
 
 class App:
@@ -71,7 +72,8 @@ class App:
             recording = await asyncio.to_thread(load_builtin, config.builtin_rounds)
             self.catalog.add_builtin(BUILTIN_STREAM, recording)
             live_ids = [BUILTIN_STREAM]
-        epoch = config.epoch if config.epoch is not None else time.time()
+        clock = steady_wall_clock()
+        epoch = config.epoch if config.epoch is not None else clock()
         for stream_id in live_ids:
             entry = self.catalog.get(stream_id)
             if entry is None:
@@ -81,12 +83,25 @@ class App:
                 )
             loop = config.loop or stream_id == BUILTIN_STREAM
             timeline = Timeline(entry.recording, epoch, every=config.every, loop=loop)
-            stream = LiveStream(stream_id, timeline, self.metrics, burst=config.burst)
+            stream = LiveStream(stream_id, timeline, self.metrics, config.burst, clock=clock)
             self.live[stream_id] = stream
-            self._tasks.append(asyncio.create_task(stream.run(), name=f"live {stream_id}"))
-        self._tasks.append(asyncio.create_task(self._rescan(), name="catalog rescan"))
+            self._start_task(stream.run(), f"live stream {stream_id}")
+        self._start_task(self._rescan(), "catalog rescan")
         self.ready = True
         log.info("ready: live %s; %d recordings", ", ".join(self.live), len(self.catalog.entries))
+
+    def _start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background task; if it ever dies, log why and stop claiming to be ready."""
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(self._task_ended)
+        self._tasks.append(task)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.ready = False
+        log.error("%s failed; /readyz now reports not ready", task.get_name(),
+                  exc_info=task.exception())  # fmt: skip
 
     async def shutdown(self) -> None:
         """Stop accepting, go unready, close every client with 1001, stop the streams."""
@@ -122,8 +137,7 @@ class App:
     # -- HTTP and routing ------------------------------------------------------------------
 
     def describe_streams(self) -> dict[str, Any]:
-        now = time.time()
-        return {"streams": [stream.describe(now) for stream in self.live.values()]}
+        return {"streams": [stream.describe(stream.clock()) for stream in self.live.values()]}
 
     def authorized(self, request: Request) -> bool:
         token = self.config.token
@@ -136,7 +150,9 @@ class App:
             given = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         return hmac.compare_digest(given.encode(), token.encode())
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         path = urlsplit(request.path).path
         is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         needs_auth = (
@@ -149,8 +165,12 @@ class App:
                 " or ?token=<token>",
             )  # fmt: skip
         if not is_upgrade:
-            return http_api.handle(self, path, request) or http_api.error_response(
+            return await http_api.handle(self, path, request) or http_api.error_response(
                 404, "not_found", f"no such path: {path}; see /streams and /recordings"
+            )
+        if not self.ready:
+            return http_api.error_response(
+                503, "not_ready", "the server is starting or stopping; retry in a few seconds"
             )
         if not (path == "/demodata" or path.startswith(("/live/", "/replay/"))):
             return http_api.error_response(
@@ -198,9 +218,9 @@ class App:
         )
         await connection.close(protocol.CLOSE_UNKNOWN_STREAM, f"unknown stream {name!r}")
 
-    def _find_recording(self, name: str):
+    def _find_recording(self, name: str) -> Entry | None:
         entry = self.catalog.get(name)
         if entry is None:  # dropped in since the last scan?
-            self.catalog.scan()
+            self.catalog.scan_if_older(MISS_RESCAN_S)
             entry = self.catalog.get(name)
         return entry

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,8 @@ class Catalog:
         self.entries: dict[str, Entry] = {}
         self.refused: dict[str, str] = {}  # file name -> reason
         self._builtin: set[str] = set()
+        self._scan_lock = threading.Lock()  # scans run in worker threads; one at a time
+        self._scanned_at = 0.0
 
     def add_builtin(self, recording_id: str, recording: Recording) -> Entry:
         entry = Entry(recording_id, recording, None, (0, 0))
@@ -80,6 +84,16 @@ class Catalog:
         """
         if self.folder is None or not self.folder.is_dir():
             return
+        with self._scan_lock:
+            self._scan()
+            self._scanned_at = time.monotonic()
+
+    def scan_if_older(self, seconds: float) -> None:
+        """Scan unless one finished within ``seconds`` (clients cannot force a scan storm)."""
+        if time.monotonic() - self._scanned_at >= seconds:
+            self.scan()
+
+    def _scan(self) -> None:
         entries = {name: self.entries[name] for name in self._builtin}
         refused: dict[str, str] = {}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):

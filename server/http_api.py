@@ -6,6 +6,7 @@ of these paths is answered here and never becomes a WebSocket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import re
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).parent / "static"
 HTTP_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/streams", "/recordings")
 _DOWNLOAD = re.compile(r"^/recordings/([^/]+)/file$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
 
 def response(
@@ -49,7 +50,7 @@ def error_response(status: int, code: str, message: str) -> Response:
     return json_response(status, {"error": code, "message": message})
 
 
-def handle(app: App, path: str, request: Request) -> Response | None:
+async def handle(app: App, path: str, request: Request) -> Response | None:
     """Answer a plain HTTP request, or return None when ``path`` is not an HTTP path."""
     if path == "/healthz":
         return response(200, "ok\n", "text/plain")
@@ -61,20 +62,18 @@ def handle(app: App, path: str, request: Request) -> Response | None:
         return response(200, app.metrics.render(), "text/plain; version=0.0.4")
     if path == "/streams":
         return json_response(200, app.describe_streams())
-    if path == "/recordings":
-        app.catalog.scan()
+    if path == "/recordings":  # the folder is rescanned every 2 s in the background
         return json_response(200, app.catalog.describe())
     download = _DOWNLOAD.match(path)
     if download:
-        return _download(app, download.group(1), request)
+        return await asyncio.to_thread(_download, app, download.group(1), request)
     if path == "/" or path.startswith("/static/"):
         return _static("index.html" if path == "/" else path[len("/static/") :])
     return None
 
 
 def _download(app: App, recording_id: str, request: Request) -> Response:
-    """The whole recording file, with a checksum, conditional GET and single byte ranges."""
-    app.catalog.scan()
+    """The whole file, with a checksum, conditional GET and one byte range (runs in a thread)."""
     entry = app.catalog.get(recording_id)
     if entry is None:
         return error_response(404, "unknown_recording", f"no recording {recording_id!r}")
@@ -88,31 +87,31 @@ def _download(app: App, recording_id: str, request: Request) -> Response:
     }
     if request.headers.get("If-None-Match") == etag:
         return response(304, b"", "application/octet-stream", headers)
-    wanted = request.headers.get("Range")
-    if wanted:
-        match = _RANGE.match(wanted.strip())
-        start, stop = _byte_range(match, size) if match else (None, None)
-        if start is None:
+    match = _RANGE.match(request.headers.get("Range", "").strip())
+    if match and _valid_range(*match.groups()):  # otherwise the whole file (RFC 9110 14.2)
+        span = _byte_range(*match.groups(), size)
+        if span is None:
             headers["Content-Range"] = f"bytes */{size}"
             return response(416, b"", "application/octet-stream", headers)
+        start, stop = span
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         body = bytes(entry.recording.raw_bytes(start, stop))
         return response(206, body, "application/octet-stream", headers)
     return response(200, bytes(entry.recording.raw_bytes()), "application/octet-stream", headers)
 
 
-def _byte_range(match: re.Match[str], size: int) -> tuple[int | None, int | None]:
-    first, last = match.group(1), match.group(2)
-    if first == "" and last == "":
-        return None, None
+def _valid_range(first: str, last: str) -> bool:
+    return bool(first or last) and not (first and last and int(last) < int(first))
+
+
+def _byte_range(first: str, last: str, size: int) -> tuple[int, int] | None:
+    """[start, stop) of one valid ``bytes=first-last`` range; None when none of it exists."""
     if first == "":  # suffix range: the last N bytes
         start, stop = max(0, size - int(last)), size
     else:
         start = int(first)
         stop = size if last == "" else min(size, int(last) + 1)
-    if start >= stop:
-        return None, None
-    return start, stop
+    return (start, stop) if start < stop else None
 
 
 def _static(name: str) -> Response:

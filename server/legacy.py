@@ -54,8 +54,10 @@ async def serve_legacy(connection: ServerConnection, stream: LiveStream, metrics
     next_seq = timeline.playhead(stream.clock())
     max_ahead = int(MAX_AHEAD_S * timeline.rate)
     try:
-        while not reader.done():
+        while True:
             await requested.wait()
+            if reader.done():  # the client left (the reader sets the event on its way out)
+                break
             playhead = timeline.playhead(stream.clock())
             if playhead - next_seq > timeline.rate:
                 next_seq = playhead
@@ -101,3 +103,5 @@ async def _read_requests(
                 )
     except ConnectionClosed:
         pass
+    finally:
+        requested.set()

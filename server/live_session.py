@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -24,7 +22,7 @@ async def serve_live(
     that floods requests without reading stops being read instead of growing server memory.
     """
     sink = WebSocketSink(connection)
-    await connection.send(stream.hello(time.time()))
+    await connection.send(stream.hello(stream.clock()))
     subscriber: LiveSubscriber | None = None
     try:
         async for message in connection:
@@ -57,13 +55,13 @@ async def _apply(
     kind = request.type
     if kind == "ping":
         await connection.send(
-            protocol.pack({"type": "pong", "id": request.id, "server_time": time.time()})
+            protocol.pack({"type": "pong", "id": request.id, "server_time": stream.clock()})
         )
     elif kind == "subscribe":
+        buffer = request.get("buffer", default_buffer)
+        stream.check_request(buffer, request.get("resume_seq"))
         if subscriber is not None:
             stream.unsubscribe(subscriber)
-        buffer = request.get("buffer", default_buffer)
-        stream.check_buffer(buffer)
         await connection.send(
             protocol.pack({"type": "subscribed", "stream": stream.id, "buffer": buffer})
         )

@@ -36,7 +36,7 @@ class ReplaySession:
         rate = float(entry.recording.meta["tickrate"])
         self.max_buffer = int(MAX_BUFFER_S * rate)
         self.playback = Playback(
-            entry.id, entry.recording, int(DEFAULT_BUFFER_S * rate), time.time()
+            entry.id, entry.recording, int(DEFAULT_BUFFER_S * rate), time.monotonic()
         )
         self.fetch: Fetch | None = None
         self._frames_counted = 0  # frames reported to metrics so far (playback + this fetch)
@@ -64,7 +64,7 @@ class ReplaySession:
                 }
             )
         )
-        for message in self.playback.seek_index(0, time.time(), keep_paused=True):
+        for message in self.playback.seek_index(0, time.monotonic(), keep_paused=True):
             await self.connection.send(message)  # the state, then the first frame
         reader = asyncio.create_task(self._read())
         try:
@@ -73,12 +73,14 @@ class ReplaySession:
             pass
         finally:
             reader.cancel()
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            raise reader.exception()  # a bug, not a client error: let websockets log it
 
     async def _write_loop(self, reader: asyncio.Task[None]) -> None:
         while not reader.done():
             while not self.outbox.empty():
                 await self._send(self.outbox.get_nowait())
-            messages, wake = self.playback.poll(time.time())
+            messages, wake = self.playback.poll(time.monotonic())
             for message in messages:
                 await self._send(message)
             if self.fetch is not None:
@@ -87,14 +89,16 @@ class ReplaySession:
                     await self._send(message)
                     continue
                 if self.fetch.done:
-                    await self._send(self.fetch.end_message())
-                    self._frames_counted -= self.fetch.sent
-                    self.fetch = None
+                    fetch = self.fetch
+                    await self._send(fetch.end_message())
+                    if self.fetch is fetch:  # not replaced by a new fetch while we sent
+                        self._frames_counted -= fetch.sent
+                        self.fetch = None
                     continue
             if not self.outbox.empty():
                 continue
             self.wake.clear()
-            timeout = None if wake is None else max(0.0, wake - time.time())
+            timeout = None if wake is None else max(0.0, wake - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
@@ -110,7 +114,7 @@ class ReplaySession:
                 request = None
                 try:
                     request = protocol.decode_request(message, REPLAY_REQUESTS)
-                    for reply in self._apply(request, time.time()):
+                    for reply in self._apply(request, time.monotonic()):
                         await self._reply(reply)
                 except protocol.ProtocolError as exc:
                     if request is not None:
@@ -156,8 +160,7 @@ class ReplaySession:
                 return playback.seek_time(request["time"], now)
             return playback.seek_round(request["round"], now)
         if kind == "fetch":
-            self._frames_counted -= self.fetch.sent if self.fetch else 0
-            self.fetch = Fetch(
+            fetch = Fetch(
                 self.entry.id,
                 self.entry.recording,
                 request["from_tick"],
@@ -166,6 +169,8 @@ class ReplaySession:
                 request.id,
                 request.get("resume_after"),
             )
+            self._frames_counted -= self.fetch.sent if self.fetch else 0
+            self.fetch = fetch
             return []
         if kind == "credit":
             if self.fetch is not None:  # credit racing a fetch that just ended is harmless

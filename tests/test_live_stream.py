@@ -188,3 +188,55 @@ def test_buffer_limits_are_enforced(make_recording):
         stream.subscribe(FakeSink(), buffer=-1)
     with pytest.raises(ProtocolError):
         stream.subscribe(FakeSink(), buffer=stream.max_buffer + 1)
+
+
+def test_resume_from_another_epoch_starts_at_the_live_edge(make_recording):
+    rec, clock = make_recording(5000), Clock()
+    stream = make_stream(rec, clock)
+    advance(stream, clock, 100)
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=16, resume_seq=10**6)  # a seq this timeline never reached
+    skip = sink.messages[0]
+    assert (skip["type"], skip["reason"], skip["skipped"]) == ("skip", "resume_unknown", None)
+    assert sink.seqs()[0] == 100
+    with pytest.raises(ProtocolError):
+        stream.subscribe(FakeSink(), buffer=16, resume_seq=-5)
+
+
+def test_a_clock_stepping_back_does_not_lose_subscribers(make_recording):
+    rec, clock = make_recording(5000), Clock()
+    stream = make_stream(rec, clock)
+    advance(stream, clock, 100)
+    clock.now -= 1.0  # the wall clock steps back a second
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=16)
+    advance(stream, clock, 200)
+    seqs = sink.seqs()
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert seqs[-1] >= stream.timeline.playhead(clock.now) + 16 - 8
+
+
+async def test_an_ended_stream_with_a_blocked_subscriber_does_not_spin(make_recording):
+    import asyncio
+    import time
+
+    rec = make_recording(64)
+    timeline = Timeline(rec, epoch=time.time(), loop=False)
+    stream = LiveStream("s", timeline, Metrics(), limits=FlowLimits(close_after_s=60))
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=8)
+    sink.backlog = 10**9  # blocked for good
+    steps = 0
+    original = stream.step
+
+    def counting_step(now):
+        nonlocal steps
+        steps += 1
+        original(now)
+
+    stream.step = counting_step
+    await asyncio.sleep(1.2)  # the 64-frame stream ends after 1 s
+    task = asyncio.create_task(stream.run())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    assert steps <= 0.5 / 0.05 + 3  # polled every 50 ms, not in a busy loop

@@ -227,6 +227,11 @@ async def test_legacy_demodata_serves_json_ticks(start_app, write_tiny):
             await asyncio.wait_for(ws.recv(), 0.5)
         await ws.send(json.dumps({"request": "more ticks"}))
         second = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(16)]
+    for _ in range(40):  # the handler ends once the client is gone (no leaked connection slot)
+        if app.metrics.connections == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert app.metrics.connections == 0
     ticks = [t["tick"] for t in first + second]
     assert ticks == list(range(ticks[0], ticks[0] + 32))
     by_tick = {f["tick"]: f for f in frames}
@@ -237,6 +242,7 @@ async def test_http_endpoints(start_app, write_tiny):
     write_tiny()
     app = await start_app(live=["tiny"], loop=True)
     (app.config.recordings / "broken.eeict").write_bytes(b"\0" * 100)
+    await asyncio.to_thread(app.catalog.scan)  # the periodic rescan, without waiting 2 s
 
     def get(path):
         import urllib.request

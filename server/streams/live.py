@@ -24,6 +24,8 @@ from server.streams.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
+BLOCKED_POLL_S = 0.05  # how often blocked subscribers are checked for having drained
+
 
 @dataclass(frozen=True)
 class FlowLimits:
@@ -125,18 +127,20 @@ class LiveStream:
     # -- subscribers -----------------------------------------------------------------------
 
     def subscribe(self, sink: Sink, buffer: int, resume_seq: int | None = None) -> LiveSubscriber:
-        """Add a subscriber at the live edge (or at ``resume_seq`` when still in the window)."""
-        self.check_buffer(buffer)
+        """Add a subscriber at the live edge, or at ``resume_seq`` when that is still possible.
+
+        A ``resume_seq`` older than the resume window, or one this stream's timeline never
+        reached (the server restarted with a new epoch), starts at the live edge with a skip.
+        """
+        self.check_request(buffer, resume_seq)
         now = self.clock()
         playhead = self.timeline.playhead(now)
         sub = LiveSubscriber(sink=sink, buffer=buffer, next_seq=playhead)
         if resume_seq is not None:
             window = int(self.limits.resume_window_s * self.timeline.rate)
-            if resume_seq > playhead + buffer + 1:
-                raise protocol.ProtocolError(
-                    "bad_field", f"resume_seq {resume_seq} is ahead of what was ever sent"
-                )
-            if playhead - resume_seq > window:
+            if resume_seq > playhead + self.max_buffer + 1:
+                self._notify_skip(sub, resume_seq, playhead, "resume_unknown")
+            elif playhead - resume_seq > window:
                 self._notify_skip(sub, resume_seq, playhead, "resume_window_exceeded")
             else:
                 sub.next_seq, sub.catch_up_to, sub.fresh = resume_seq, playhead, False
@@ -145,14 +149,17 @@ class LiveStream:
         self._wake.set()
         return sub
 
-    def check_buffer(self, buffer: int) -> None:
+    def check_request(self, buffer: int, resume_seq: int | None = None) -> None:
+        """Refuse a bad buffer or resume_seq before anything about the subscription changes."""
         if not 0 <= buffer <= self.max_buffer:
             raise protocol.ProtocolError(
                 "bad_field", f"buffer must be 0..{self.max_buffer} frames, got {buffer}"
             )
+        if resume_seq is not None and resume_seq < 0:
+            raise protocol.ProtocolError("bad_field", f"resume_seq must be >= 0, got {resume_seq}")
 
     def set_buffer(self, sub: LiveSubscriber, buffer: int) -> None:
-        self.check_buffer(buffer)
+        self.check_request(buffer)
         sub.buffer = buffer
         now = self.clock()
         self._service(sub, self.timeline.playhead(now), now)
@@ -222,12 +229,13 @@ class LiveStream:
         sub.fresh = False
         if end is not None and sub.next_seq >= end:
             sub.sink.write(protocol.pack({"type": "end", "stream": self.id, "seq": end}))
-            sub.done = True
+            self.unsubscribe(sub)
             return
         next_stop = (sub.next_seq // self.burst + 1) * self.burst
         if end is not None:
             next_stop = min(next_stop, end)
-        sub.due = max(playhead + 1, next_stop - 1 - sub.buffer)
+        # Never at or before the last step: those buckets are not visited again.
+        sub.due = max(playhead + 1, self._last_step + 1, next_stop - 1 - sub.buffer)
         self._due.setdefault(sub.due, []).append(sub)
 
     def _send(self, sub: LiveSubscriber, start: int, stop: int, now: float) -> None:
@@ -239,7 +247,8 @@ class LiveStream:
         self.metrics.observe_lag(max(0.0, now - due_time))
 
     def _notify_skip(self, sub: LiveSubscriber, from_seq: int, to_seq: int, reason: str) -> None:
-        skipped = to_seq - from_seq
+        """Move ``sub`` to ``to_seq`` and tell it how many frames it will never get."""
+        skipped = None if reason == "resume_unknown" else to_seq - from_seq
         sub.sink.write(
             protocol.pack(
                 {
@@ -254,7 +263,7 @@ class LiveStream:
         )
         sub.next_seq, sub.fresh = to_seq, True
         self.metrics.skips[self.id] += 1
-        self.metrics.skipped_frames[self.id] += skipped
+        self.metrics.skipped_frames[self.id] += skipped or 0
 
     def _close_slow(self, sub: LiveSubscriber) -> None:
         log.info(
@@ -302,7 +311,10 @@ class LiveStream:
                 self._wake.clear()
                 await self._wake.wait()  # a finished stream sleeps until someone subscribes
                 continue
-            delay = timeline.time_of(playhead + 1) - self.clock()
-            if self._blocked:
-                delay = min(delay, 0.05)
+            if timeline.ended(playhead):  # only blocked subscribers are left to look after
+                delay = BLOCKED_POLL_S
+            else:
+                delay = timeline.time_of(playhead + 1) - self.clock()
+                if self._blocked:
+                    delay = min(delay, BLOCKED_POLL_S)
             await asyncio.sleep(max(0.0, delay))

@@ -29,6 +29,7 @@ class Playback:
         self.gen = 0
         self.next = 0  # first frame index not yet sent in this generation
         self.frames_sent = 0
+        self.ended = False  # played to the last frame (seeking there is not ending)
         self._anchor_tick = float(self.ticks[0])
         self._anchor_time = now
 
@@ -50,12 +51,11 @@ class Playback:
 
     def state(self, now: float) -> bytes:
         index = self.current(now)
-        ended = self.paused and self.next >= len(self.ticks) and index == len(self.ticks) - 1
         return protocol.pack(
             {
                 "type": "state",
                 "stream": self.id,
-                "state": "ended" if ended else "paused" if self.paused else "playing",
+                "state": "ended" if self.ended else "paused" if self.paused else "playing",
                 "speed": self.speed,
                 "tick": int(self.ticks[index]),
                 "seq": index,
@@ -67,10 +67,9 @@ class Playback:
     # -- commands --------------------------------------------------------------------------
 
     def play(self, now: float) -> list[bytes]:
+        if self.ended:
+            return self.seek_index(0, now, keep_paused=False)  # play again from the start
         if self.paused:
-            index = self.current(now)
-            if index == len(self.ticks) - 1 and self.next >= len(self.ticks):
-                return self.seek_index(0, now, keep_paused=False)  # ended: play again
             self._anchor_tick = self.position_tick(now)
             self._anchor_time = now
             self.paused = False
@@ -128,6 +127,7 @@ class Playback:
     def seek_index(self, index: int, now: float, keep_paused: bool) -> list[bytes]:
         """Jump to frame ``index``: a new generation whose first frame goes out at once."""
         self.gen += 1
+        self.ended = False
         self.paused = self.paused if keep_paused else False
         self._anchor(index, now)
         self.next = index
@@ -153,7 +153,7 @@ class Playback:
             messages.append(self._frames(self.next, stop))
         if self.next >= count:
             if current == count - 1:  # played to the end
-                self.paused = True
+                self.paused = self.ended = True
                 self._anchor(count - 1, now)
                 messages.append(protocol.pack({"type": "end", "stream": self.id, "seq": count}))
                 messages.append(self.state(now))

@@ -8,6 +8,8 @@ from typing import Protocol
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.protocol import State
 
+_closing: set[asyncio.Task[None]] = set()  # keeps close tasks alive until they finish
+
 
 class Sink(Protocol):
     """One client connection as the streams see it."""
@@ -40,7 +42,9 @@ class WebSocketSink:
 
     def close(self, code: int, reason: str) -> None:
         # close() waits for the closing handshake (bounded by close_timeout): run it aside.
-        asyncio.get_running_loop().create_task(self.connection.close(code, reason))
+        task = asyncio.get_running_loop().create_task(self.connection.close(code, reason))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     @property
     def is_open(self) -> bool:

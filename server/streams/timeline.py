@@ -8,6 +8,8 @@ Sequence numbers (``seq``) count frames since the epoch and keep growing across 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from processing.recording import Recording
@@ -48,3 +50,12 @@ class Timeline:
 
     def time_of(self, seq: int) -> float:
         return self.epoch + seq / self.rate
+
+
+def steady_wall_clock() -> Callable[[], float]:
+    """Unix time that never jumps: read once, then advanced by the monotonic clock.
+
+    An NTP step would otherwise move every playhead at once (backwards: streams stall).
+    """
+    wall0, mono0 = time.time(), time.monotonic()
+    return lambda: wall0 + (time.monotonic() - mono0)
