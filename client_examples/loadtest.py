@@ -192,7 +192,7 @@ async def read(
             await ws.send(msgpack.packb({"type": "subscribe", "buffer": buffer}))
         elif kind == "skip":
             results.skips += 1
-            results.skipped_frames += fields["skipped"]
+            results.skipped_frames += fields["skipped"] or 0  # nil: not countable
         elif kind == "error":
             results.errors[str(fields.get("code"))] += 1
         elif kind == "end":

@@ -87,6 +87,9 @@ async def subscribe(
 ) -> None:
     """Answer hello with subscribe, resuming after the last frame we have when reconnecting."""
     stream = hello["stream"]
+    if player.last_seq is not None and float(stream["epoch"]) != player.epoch:
+        player.last_seq = None  # a new timeline (the server restarted): old seqs mean nothing
+        player.buffer.clear()
     player.rate, player.epoch = float(stream["rate"]), float(stream["epoch"])
     player.offset = hello["server_time"] - time.time()
     request: dict[str, Any] = {
@@ -114,7 +117,7 @@ async def receive(ws: ClientConnection, player: Player, buffer_s: float) -> int 
                     player.received += 1
         elif kind == "skip":  # moved to the live edge: frames up to to_seq never come
             player.skips += 1
-            player.skipped += message["skipped"]
+            player.skipped += message["skipped"] or 0  # nil: the loss cannot be counted
             player.last_seq = message["to_seq"] - 1
             print(f"skip: {message['skipped']} frames ({message['reason']})")
         elif kind == "end":

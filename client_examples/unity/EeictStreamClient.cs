@@ -44,7 +44,7 @@ public class EeictMessage
     [Key("seq")] public long Seq;
     [Key("frames")] public List<EeictFrame> Frames;      // ticks
     [Key("max_buffer")] public int MaxBuffer;            // hello
-    [Key("skipped")] public long Skipped;                // skip
+    [Key("skipped")] public long? Skipped;               // skip (nil when not countable)
     [Key("reason")] public string Reason;                // skip
     [Key("code")] public string Code;                    // error
     [Key("message")] public string Message;              // error

@@ -185,6 +185,7 @@ function onHello(s, msg) {
   setConn("open");
   if (s.kind === "live") {
     s.rate = info.rate;
+    if (s.lastSeq >= 0 && s.epoch !== info.epoch) s.lastSeq = -1; // new timeline: seqs restart
     s.epoch = info.epoch;
     const buffer = Math.min(msg.max_buffer, Math.round(LIVE_BUFFER_SECONDS * s.rate));
     const resume = s.lastSeq >= 0 ? { resume_seq: s.lastSeq + 1 } : {};
