@@ -19,7 +19,7 @@ from typing import Any
 
 from server import protocol
 from server.metrics import Metrics
-from server.streams.sink import Sink
+from server.streams.sink import Sink, write_all
 from server.streams.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,10 @@ class LiveStream:
         self._blocked: set[LiveSubscriber] = set()
         self._last_step = -1
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        # Messages of the current step, by seq range: (bytes, the sinks they go to).
+        self._outbox: dict[tuple[int, int], tuple[bytes, list[Sink]]] = {}
+        end = timeline.end()
+        self._end_message = protocol.pack({"type": "end", "stream": stream_id, "seq": end})
         self._wake = asyncio.Event()
 
     # -- catalog ---------------------------------------------------------------------------
@@ -146,6 +150,7 @@ class LiveStream:
                 sub.next_seq, sub.catch_up_to, sub.fresh = resume_seq, playhead, False
         self.subscribers.add(sub)
         self._service(sub, playhead, now)
+        self._flush()
         self._wake.set()
         return sub
 
@@ -163,6 +168,7 @@ class LiveStream:
         sub.buffer = buffer
         now = self.clock()
         self._service(sub, self.timeline.playhead(now), now)
+        self._flush()
 
     def unsubscribe(self, sub: LiveSubscriber) -> None:
         sub.done = True
@@ -176,17 +182,30 @@ class LiveStream:
         playhead = self.timeline.playhead(now)
         if playhead < self._last_step:  # the clock went backwards; wait for it
             return
+        blocked = list(self._blocked)  # before the buckets: a sub blocked now waits a step
         if playhead - self._last_step > 4 * len(self._due) + 64:
             keys = sorted(k for k in self._due if k <= playhead)
         else:
             keys = range(self._last_step + 1, playhead + 1)
         self._last_step = playhead
+        for sub in blocked:
+            self._service(sub, playhead, now)
         for key in keys:
             for sub in self._due.pop(key, ()):
                 if sub.due == key and not sub.done:
                     self._service(sub, playhead, now)
-        for sub in list(self._blocked):
-            self._service(sub, playhead, now)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write this step's bursts: each to all its subscribers at once, in seq order.
+
+        Every subscriber's bursts are in increasing seq order, so sorting by seq keeps each
+        connection's messages in order while one ``broadcast()`` serves a whole group.
+        """
+        for key in sorted(self._outbox):
+            data, sinks = self._outbox[key]
+            write_all(sinks, data)
+        self._outbox.clear()
 
     def _service(self, sub: LiveSubscriber, playhead: int, now: float) -> None:
         limits = self.limits
@@ -211,6 +230,7 @@ class LiveStream:
         allowed = playhead + 1 + sub.buffer
         if end is not None:
             allowed = min(allowed, end)
+        queued = sub.sink.buffered()  # plus what this call adds to the outbox
         sent_any = False
         while sub.next_seq < allowed:
             stop = (sub.next_seq // self.burst + 1) * self.burst
@@ -220,15 +240,15 @@ class LiveStream:
                 if sent_any or not sub.fresh:
                     break
                 stop = allowed
-            self._send(sub, sub.next_seq, stop, now)
+            queued += self._send(sub, sub.next_seq, stop, now)
             sent_any = True
-            if sub.sink.buffered() >= limits.high_water:
+            if queued >= limits.high_water:
                 sub.blocked_since = now
                 self._blocked.add(sub)
                 return
         sub.fresh = False
         if end is not None and sub.next_seq >= end:
-            sub.sink.write(protocol.pack({"type": "end", "stream": self.id, "seq": end}))
+            self._queue((end, end), self._end_message, sub.sink)  # after its last burst
             self.unsubscribe(sub)
             return
         next_stop = (sub.next_seq // self.burst + 1) * self.burst
@@ -238,13 +258,22 @@ class LiveStream:
         sub.due = max(playhead + 1, self._last_step + 1, next_stop - 1 - sub.buffer)
         self._due.setdefault(sub.due, []).append(sub)
 
-    def _send(self, sub: LiveSubscriber, start: int, stop: int, now: float) -> None:
+    def _send(self, sub: LiveSubscriber, start: int, stop: int, now: float) -> int:
+        """Queue frames [start, stop) for ``sub``; returns the message size."""
         data = self.burst_bytes(start, stop)
-        sub.sink.write(data)
+        self._queue((start, stop), data, sub.sink)
         sub.next_seq = stop
         self.metrics.sent(self.id, stop - start, len(data))
         due_time = self.timeline.time_of(max(start, stop - 1 - sub.buffer))
         self.metrics.observe_lag(max(0.0, now - due_time))
+        return len(data)
+
+    def _queue(self, key: tuple[int, int], data: bytes, sink: Sink) -> None:
+        entry = self._outbox.get(key)
+        if entry is None:
+            self._outbox[key] = (data, [sink])
+        else:
+            entry[1].append(sink)
 
     def _notify_skip(self, sub: LiveSubscriber, from_seq: int, to_seq: int, reason: str) -> None:
         """Move ``sub`` to ``to_seq`` and tell it how many frames it will never get."""

@@ -49,3 +49,14 @@ class WebSocketSink:
     @property
     def is_open(self) -> bool:
         return self.connection.protocol.state is State.OPEN
+
+
+def write_all(sinks: list[Sink], data: bytes) -> None:
+    """One message to many sinks; websockets connections get it in a single broadcast() call."""
+    connections = [sink.connection for sink in sinks if isinstance(sink, WebSocketSink)]
+    if connections:
+        broadcast(connections, data)
+    if len(connections) < len(sinks):
+        for sink in sinks:
+            if not isinstance(sink, WebSocketSink):
+                sink.write(data)
