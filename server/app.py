@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 CATALOG_RESCAN_S = 2.0
+# Awaited sends (replies, replay, fetch) wait while more than this is queued: large enough to
+# keep a fetch streaming at loopback speed, small enough to bound a stalled client's memory.
+WRITE_LIMIT = 256 * 1024
 MISS_RESCAN_S = 1.0  # a request for an unknown recording rescans at most this often
 
 
@@ -58,6 +61,7 @@ class App:
             process_request=self.process_request,
             compression=None,  # per-message deflate costs CPU per client and breaks encode-once
             max_size=protocol.HARD_MAX_MESSAGE,
+            write_limit=WRITE_LIMIT,
             ping_interval=20,
             ping_timeout=20,
             close_timeout=SHUTDOWN_CLOSE_TIMEOUT,

@@ -62,6 +62,21 @@ def ticks_envelope(stream: str, seq: int, count: int, frames: bytes, **extra: An
     return b"".join(parts)
 
 
+def binary_frame(message: bytes) -> bytes:
+    """``message`` as one unmasked, final WebSocket binary frame (RFC 6455 5.2).
+
+    Server frames are never masked, so one frame serves every subscriber of a burst.
+    """
+    size = len(message)
+    if size < 126:
+        header = bytes((0x82, size))
+    elif size < 1 << 16:
+        header = bytes((0x82, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x82, 127)) + size.to_bytes(8, "big")
+    return header + message
+
+
 def error(code: str, message: str, request: Any = None) -> bytes:
     body: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if request is not None:

@@ -240,3 +240,14 @@ async def test_an_ended_stream_with_a_blocked_subscriber_does_not_spin(make_reco
     await asyncio.sleep(0.5)
     task.cancel()
     assert steps <= 0.5 / 0.05 + 3  # polled every 50 ms, not in a busy loop
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+def test_prepared_frames_match_what_websockets_would_send(size):
+    from websockets.frames import Frame, Opcode
+
+    from server.protocol import binary_frame
+
+    payload = bytes(range(256)) * (size // 256 + 1)
+    payload = payload[:size]
+    assert binary_frame(payload) == Frame(Opcode.BINARY, payload).serialize(mask=False)

@@ -41,24 +41,22 @@ def test_truncated_files_are_refused_naming_the_file(written, tmp_path, keep):
     path, _, _ = written
     data = path.read_bytes()
     cut = tmp_path / "cut.eeict"
-    cut.write_bytes(data[:keep] if keep >= 0 else data[:keep])
-    with pytest.raises(RecordingError, match="cut.eeict"):
+    cut.write_bytes(data[:keep])  # a negative keep drops that many bytes from the end
+    with pytest.raises(RecordingError, match=r"cut\.eeict"):
         Recording.open(cut)
 
 
 def test_damaged_metadata_index_or_footer_is_refused(written, tmp_path):
     path, _, _ = written
     data = path.read_bytes()
-    meta_off, meta_len, index_off, index_len, _, count, _ = FOOTER.unpack_from(
-        data, len(data) - FOOTER.size
-    )
+    meta_off, _, index_off, index_len, *_ = FOOTER.unpack_from(data, len(data) - FOOTER.size)
     count_at = len(data) - FOOTER.size + 36  # the footer's frame count
     for position in (meta_off + 3, index_off + index_len // 2, count_at):
         damaged = bytearray(data)
         damaged[position] ^= 0x40
         target = tmp_path / "damaged.eeict"
         target.write_bytes(bytes(damaged))
-        with pytest.raises(RecordingError, match="damaged.eeict"):
+        with pytest.raises(RecordingError, match=r"damaged\.eeict"):
             Recording.open(target)
 
 
@@ -69,7 +67,7 @@ def test_a_damaged_chunk_is_refused_when_read(written, tmp_path):
     target = tmp_path / "chunk.eeict"
     target.write_bytes(bytes(damaged))
     recording = Recording.open(target)  # only header, metadata and index are read at open
-    with pytest.raises(RecordingError, match="chunk 0"):
+    with pytest.raises(RecordingError, match=r"chunk 0"):
         recording.frames(0, 10)
 
 

@@ -15,6 +15,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from processing.recording import Recording
+from server.app import WRITE_LIMIT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -163,7 +164,7 @@ async def test_fetch_client_that_stops_reading_holds_bounded_memory(start_app, w
     (server_side,) = app._server.connections
     queued = server_side.transport.get_write_buffer_size()
     largest_message = 512 * 1024 + 1024
-    assert queued <= 64 * 1024 + largest_message
+    assert queued <= WRITE_LIMIT + largest_message
     ws.transport.abort()
 
 

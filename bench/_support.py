@@ -1,0 +1,407 @@
+"""What the server benchmarks share: the recording, the server subprocess, /proc readings, a
+lean WebSocket client, and the result table.
+
+The client is a few dozen lines of asyncio.Protocol rather than the websockets library because
+thousands of them share the machine's two cores with the server: the cheaper the client, the
+less it distorts the server's numbers. It reads only the envelope of ``ticks`` messages (type,
+seq, gen, frame count), never the frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+ROOT = Path(__file__).resolve().parents[1]
+EEICT = [sys.executable, "-m", "server"]
+STREAM_ID = "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# -- the recording -----------------------------------------------------------------------------
+
+
+def add_recording_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recording", type=Path,
+        help="an .eeict recording to use (default: the generated match, seed 1, 24 rounds)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fake-frames", type=int, default=0, metavar="N",
+        help="use N made-up 10-player frames instead (until the generated match is available)",
+    )  # fmt: skip
+
+
+def resolve_recording(args: argparse.Namespace) -> Path:
+    """The recording file a benchmark runs on, generated (and cached) when needed."""
+    if args.recording is not None:
+        return args.recording.resolve()
+    if args.fake_frames:
+        return fake_recording(args.fake_frames)
+    try:
+        from server.builtin import load_builtin
+
+        return Path(load_builtin(24).name)
+    except ImportError as exc:
+        raise SystemExit(
+            f"the generated match is not available ({exc}); pass --recording or --fake-frames"
+        ) from exc
+
+
+def fake_recording(count: int) -> Path:
+    """A recording of ``count`` made-up frames: 10 players with every field, 64 tick/s."""
+    from processing.recording import write_recording
+    from processing.source import SourceInfo
+
+    path = Path(tempfile.gettempdir()) / f"eeict-bench-fake-{count}.eeict"
+    if path.exists():
+        return path
+    info = SourceInfo(
+        "de_mirage", 64, "fake", f"fake-{count}", "bench fake frames", True, {"t": "A", "ct": "B"}
+    )
+    write_recording(path, info, _fake_frames(count))
+    return path
+
+
+def _fake_frames(count: int):
+    rng = random.Random(1)
+    for i in range(count):
+        players = []
+        for p in range(10):
+            angle = i / 300 + p
+            players.append(
+                {
+                    "sid": 76561190000000000 + p, "name": f"player{p}",
+                    "clan": "A" if p < 5 else "B", "team": "T" if p < 5 else "CT",
+                    "hp": 100 - (i + p) % 100, "money": 800 + 50 * p,
+                    "x": 1000 * math.cos(angle), "y": 1000 * math.sin(angle),
+                    "z": -160.0 + p, "view_x": (i * 1.7 + p) % 360, "view_y": rng.uniform(-10, 10),
+                    "actv_itm": "ak47", "items": ["ak47", "glock", "knife", "flashbang"],
+                    "helmet": True, "armor": 100, "kit": p % 2 == 0, "is_ducking": False,
+                    "is_walking": False, "is_standing": True, "is_air": False, "is_rld": False,
+                    "kills": p, "deaths": p // 2, "assists": 1, "dmg": 100 * p, "adr": 71.5,
+                    "is_planting": False, "is_defusing": False,
+                }
+            )  # fmt: skip
+        yield {
+            "tick": 1000 + i, "round_time": i / 64, "round_start": i % 7000 == 0,
+            "is_freeze": False, "t": "A", "ct": "B", "t_wins": i // 7000, "ct_wins": 0,
+            "players": players, "shooting": [players[0]["sid"]] if i % 10 == 0 else None,
+            "kills": None, "nades": None, "infernos": None, "nade_event": None, "bomb": None,
+        }  # fmt: skip
+
+
+def recordings_dir(recording: Path) -> Path:
+    """A temporary folder holding only ``bench.eeict``, a copy of the recording.
+
+    A copy, not a link: the generated match's cache file may be rewritten while a benchmark runs.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="eeict-bench-"))
+    shutil.copyfile(recording, folder / f"{STREAM_ID}.eeict")
+    return folder
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's open-file limit (children inherit it); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A server in its own process on 127.0.0.1, logging to a file, stopped with SIGTERM."""
+
+    def __init__(self, argv: list[str], port: int, name: str, folder: Path | None = None) -> None:
+        self.port = port
+        self.name = name
+        self.folder = folder  # removed on stop
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            prefix=f"eeict-bench-{name}-", suffix=".log"
+        )
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} server exited:\n{self.log_text()}")
+            try:
+                with urllib.request.urlopen(self.url(path), timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} server not ready after {timeout} s:\n{self.log_text()}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url(path), timeout=5) as answer:
+            return json.load(answer)
+
+    def log_text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_eeict(
+    recording: Path, extra: list[str] = (), command: list[str] | None = None
+) -> ServerProcess:
+    """``eeict serve`` on a free port with the recording as the looping live stream ``bench``.
+
+    ``command`` replaces ``python -m server`` (e.g. to run the server under a profiler).
+    """
+    port, folder = free_port(), recordings_dir(recording)
+    argv = [
+        *(command or EEICT), "serve", "--port", str(port),
+        "--recordings", str(folder),
+        "--live", STREAM_ID, "--loop", "--log-level", "WARNING", *extra,
+    ]  # fmt: skip
+    server = ServerProcess(argv, port, "eeict", folder)
+    server.wait_ready()
+    return server
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS (and its anonymous / file parts) of a process, in KiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+# -- a lean WebSocket client -------------------------------------------------------------------
+
+_KEY = base64.b64encode(b"eeict-bench-key!").decode()
+
+
+def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """One masked client frame (RFC 6455 requires clients to mask; a zero key is valid)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x80 | opcode, 0x80 | size))
+    elif size < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def envelope(head: bytes) -> dict[str, Any]:
+    """The fields of a ``ticks`` message before its frames (plus ``count``), from its head."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(head)
+    fields: dict[str, Any] = {}
+    for _ in range(unpacker.read_map_header()):
+        key = unpacker.unpack()
+        if key == "frames":
+            fields["count"] = unpacker.read_array_header()
+            break
+        fields[key] = unpacker.unpack()
+    return fields
+
+
+class LeanClient(asyncio.Protocol):
+    """A WebSocket client that answers pings and hands each server message to ``on_message``.
+
+    ``on_message(client, fields, size, now)`` gets the decoded message, except for ``ticks``
+    where it gets only the envelope fields (see ``envelope``) and the message size.
+    """
+
+    def __init__(self, host: str, port: int, path: str, on_message: Callable) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.on_message = on_message
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.discard = 0  # bytes of the current message still to drop unread
+        self.upgraded = False
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.close_code: int | None = None
+        self.lost = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(client_frame(msgpack.packb(message)))
+
+    def data_received(self, data: bytes) -> None:
+        if self.discard:  # the rest of a ticks message whose envelope was already read
+            if len(data) <= self.discard:
+                self.discard -= len(data)
+                return
+            data, self.discard = data[self.discard :], 0
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[: buf.find(b"\r\n")])
+            del buf[: end + 4]
+            if b" 101 " not in status:
+                self._fail(ConnectionError(status.decode(errors="replace")))
+                return
+            self.upgraded = True
+            if not self.opened.done():
+                self.opened.set_result(None)
+        now = time.time()
+        while len(buf) >= 2:
+            opcode, size, start = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    return
+                size, start = int.from_bytes(buf[2:4], "big"), 4
+            elif size == 127:
+                if len(buf) < 10:
+                    return
+                size, start = int.from_bytes(buf[2:10], "big"), 10
+            if opcode == 0x2 and len(buf) >= start + min(size, 128):
+                head = bytes(buf[start : start + min(size, 128)])
+                if head[1:12] == b"\xa4type\xa5ticks":
+                    self.on_message(self, envelope(head), size, now)
+                    if len(buf) < start + size:  # skip the frames instead of buffering them
+                        self.discard = start + size - len(buf)
+                        buf.clear()
+                        return
+                    del buf[: start + size]
+                    continue
+            if len(buf) < start + size:
+                return
+            payload = bytes(buf[start : start + size])
+            del buf[: start + size]
+            if opcode == 0x2:
+                self.on_message(self, msgpack.unpackb(payload), size, now)
+            elif opcode == 0x9:  # ping: answer with the same payload
+                self.transport.write(client_frame(payload, 0xA))
+            elif opcode == 0x8:  # close
+                self.close_code = int.from_bytes(payload[:2], "big") if size else 1005
+                self.transport.write(client_frame(payload[:2], 0x8))
+                self.transport.close()
+                return
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._fail(exc or ConnectionError("connection closed during the handshake"))
+
+
+async def open_lean(port: int, path: str, on_message: Callable) -> LeanClient:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: LeanClient("127.0.0.1", port, path, on_message), "127.0.0.1", port
+    )
+    await asyncio.wait_for(client.opened, 30)
+    return client
+
+
+def use_uvloop() -> None:
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def row(metric: str, value: float, unit: str, goal: str = "", ok: bool | None = None) -> dict:
+    """One line of the result table; ``ok`` is None when the metric has no goal."""
+    return {"metric": metric, "value": value, "unit": unit, "goal": goal, "ok": ok}
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    width = max(len(r["metric"]) for r in rows)
+    for r in rows:
+        verdict = "" if r["ok"] is None else ("  ok" if r["ok"] else "  MISSED")
+        goal = f"  (goal {r['goal']})" if r["goal"] else ""
+        print(
+            f"  {r['metric']:<{width}}  {format_value(r['value']):>12} {r['unit']}{goal}{verdict}"
+        )
+
+
+def write_json(path: Path | None, result: dict) -> None:
+    if path is not None:
+        Path(path).write_text(json.dumps(result, indent=1, default=str) + "\n")

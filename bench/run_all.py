@@ -1,0 +1,144 @@
+"""Run every benchmark in bench/ and print one markdown table of the results.
+
+Each benchmark runs as its own process with ``--json``; a benchmark that fails is reported in
+the table (with the end of its output) and the others still run. Options after ``--`` are
+passed to every benchmark that takes them (e.g. ``-- --recording x.eeict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _support as sup
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = {
+    "processing": ("bench_processing.py", "Processing (demo / generated match to recording)"),
+    "fanout": ("bench_fanout.py", "Live fan-out (one 64 tick/s stream)"),
+    "idle": ("bench_idle.py", "Idle connections"),
+    "replay": ("bench_replay.py", "Replay sessions (full generated match)"),
+}
+RECORDING_OPTIONS = {"fanout", "idle", "replay"}  # the ones taking --recording/--fake-frames
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS),
+        help="benchmarks to run (default: all; processing only if bench_processing.py exists)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
+    parser.add_argument("extra", nargs="*", help="options for the server benchmarks, after --")
+    return parser.parse_args(argv)
+
+
+def machine() -> str:
+    total_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line),
+        platform.machine(),
+    )
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {total_kb / 1024**2:.1f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def run_one(name: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    script, _ = BENCHMARKS[name]
+    out = folder / f"{name}.json"
+    argv = [sys.executable, str(HERE / script), "--json", str(out)]
+    if name in RECORDING_OPTIONS:
+        argv += args.extra
+    print(f"== {name}: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout)
+        failure = None if proc.returncode == 0 else f"exit {proc.returncode}"
+        tail = (proc.stdout + proc.stderr)[-1500:]
+    except subprocess.TimeoutExpired:
+        failure, tail = f"timed out after {args.timeout:.0f} s", ""
+    elapsed = time.monotonic() - started
+    if failure is None and out.exists():
+        result = json.loads(out.read_text())
+        if isinstance(result, list):  # one record per input (bench_processing.py)
+            result = {"benchmark": name, "records": result}
+        result["elapsed_s"] = round(elapsed, 1)
+        return result
+    return {"benchmark": name, "error": failure or "no JSON written", "output": tail}
+
+
+def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The result's table rows; for a benchmark without ``rows``, its top-level numbers."""
+    if "rows" in result:
+        return result["rows"]
+    return [
+        sup.row(key, value, "")
+        for key, value in result.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and key != "elapsed_s"
+    ]
+
+
+def records_table(title: str, records: list[dict[str, Any]]) -> list[str]:
+    """A benchmark that reports one record per input gets its own table, one line each."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    lines = ["", f"{title}:", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for record in records:
+        cells = [sup.format_value(record[c]) if c in record else "" for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    now = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
+    lines = [f"Run {now} on {machine()}.", "", "| benchmark | metric | value | goal | |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    extra: list[str] = []
+    for name, result in results.items():
+        title = BENCHMARKS[name][1]
+        if "error" in result:
+            lines.append(f"| {title} | **failed**: {result['error']} | | | |")
+            continue
+        if "records" in result:
+            extra += records_table(title, result["records"])
+            continue
+        for r in rows_of(result):
+            verdict = "" if r["ok"] is None else ("ok" if r["ok"] else "**missed**")
+            value = f"{sup.format_value(r['value'])} {r['unit']}".strip()
+            lines.append(f"| {title} | {r['metric']} | {value} | {r['goal']} | {verdict} |")
+    return "\n".join(lines + extra) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [
+        n for n in args.only if n != "processing" or (HERE / BENCHMARKS["processing"][0]).exists()
+    ]
+    with tempfile.TemporaryDirectory(prefix="eeict-bench-") as folder:
+        results = {name: run_one(name, args, Path(folder)) for name in names}
+    for result in results.values():
+        if "error" in result:
+            print(f"{result['benchmark']} failed:\n{result['output']}", file=sys.stderr)
+    table = markdown(results)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table)
+    sup.write_json(args.json, {"machine": machine(), "results": results})
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
