@@ -186,6 +186,15 @@ for path in /healthz /metrics /streams /recordings /; do
 done
 log "GET /healthz /metrics /streams /recordings / all 200"
 
+# --- the example client streams ticks from the container -----------------------------------------
+t=$(now)
+timeout 30 "$PY" "$ROOT/client_examples/subscribe.py" --url "ws://127.0.0.1:$PORT" \
+    --stream generated --duration 4 > "$WORK/subscribe.out" 2>&1 \
+    || { cat "$WORK/subscribe.out"; die "client_examples/subscribe.py failed"; }
+ticks=$(grep -oE '^tick +[0-9]+' "$WORK/subscribe.out" | awk '{print $2}' | sort -un | wc -l)
+[[ $ticks -ge 2 ]] || { cat "$WORK/subscribe.out"; die "subscribe.py saw no advancing ticks"; }
+log "client_examples/subscribe.py: $ticks status lines with advancing ticks in $(since "$t")"
+
 # --- WebSocket ticks, then SIGTERM while subscribed ---------------------------------------------
 t=$(now)
 timeout 60 "$PY" - "$PORT" "$SERVER_PID" "$RECORDING" <<'EOF' || { tail -30 "$WORK/server.log"; die "WebSocket check failed"; }

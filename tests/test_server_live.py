@@ -191,6 +191,20 @@ async def test_token_is_required_when_configured(start_app, write_tiny):
         assert (await recv(ws))["type"] == "hello"
     assert app.metrics.refused["unauthorized"] == 2
 
+    def get(path, headers):
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{app.port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert await asyncio.to_thread(get, "/metrics", {}) == 401
+    assert await asyncio.to_thread(get, "/metrics", {"Authorization": "Bearer s3cret"}) == 200
+    assert await asyncio.to_thread(get, "/healthz", {}) == 200  # probes need no token
+
 
 async def test_connection_cap_closes_with_1013(start_app, write_tiny):
     write_tiny()
@@ -265,3 +279,38 @@ async def test_http_endpoints(start_app, write_tiny):
     _, body = await asyncio.to_thread(get, "/metrics")
     assert b"eeict_subscribers" in body and b"eeict_send_lag_seconds_bucket" in body
     assert (await asyncio.to_thread(get, "/nowhere"))[0] == 404
+
+
+async def test_origin_allow_list(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"], allowed_origins=["https://radar.example"])
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(url(app, "/live/tiny"), origin="https://evil.example"):
+            pass
+    assert refused.value.response.status_code == 403
+    for origin in ("https://radar.example", None):  # tools that send no Origin are allowed
+        async with connect(url(app, "/live/tiny"), origin=origin) as ws:
+            assert (await recv(ws))["type"] == "hello"
+
+
+async def test_two_servers_with_one_epoch_play_the_same_tick_at_the_same_moment(
+    start_app, write_tiny
+):
+    write_tiny()
+    epoch = time.time() - 3.0
+    first = await start_app(live=["tiny"], loop=True, epoch=epoch)
+    second = await start_app(live=["tiny"], loop=True, epoch=epoch)
+    async with (
+        connect(url(first, "/live/tiny")) as a,
+        connect(url(second, "/live/tiny")) as b,
+    ):
+        await subscribe(a, buffer=0)
+        await subscribe(b, buffer=0)
+        got_a, got_b = await asyncio.gather(collect(a, 1.5), collect(b, 1.5))
+    when_a = {m["seq"]: (t, m["frames"]) for t, m in tick_messages(got_a)}
+    when_b = {m["seq"]: (t, m["frames"]) for t, m in tick_messages(got_b)}
+    common = sorted(set(when_a) & set(when_b))[1:]  # the first message is the join frame
+    assert len(common) >= 8
+    for seq in common:
+        assert when_a[seq][1] == when_b[seq][1]  # the same frames under the same seq
+        assert abs(when_a[seq][0] - when_b[seq][0]) < 0.05
