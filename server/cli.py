@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Files we write (recordings, the cache) stay group-writable: on OpenShift every pod runs
+    # as an arbitrary UID in group 0, and the next pod or Job must be able to replace them.
+    os.umask(os.umask(0) & ~0o020)
     if args.command == "process":
         from processing.commands import process
 

@@ -55,3 +55,17 @@ def test_help_explains_every_command():
         result = eeict(*command, "--help")
         assert result.returncode == 0 and "usage: eeict" in result.stdout
     assert "EEICT_PORT" in eeict("serve", "--help").stdout
+
+
+def test_written_recordings_are_group_writable(demos_dir, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # a typical umask: the command itself must not depend on it
+    try:
+        result = eeict("process", str(demos_dir / "nade.dem"), "--out", str(tmp_path / "out"))
+    finally:
+        os.umask(old)
+    assert result.returncode == 0
+    for path in (tmp_path / "out", tmp_path / "out" / "nade.eeict"):
+        assert path.stat().st_mode & stat.S_IWGRP, path
