@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import ctypes
+import functools
 import json
 import math
 import os
+import queue
 import random
 import resource
 import shutil
@@ -25,9 +28,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -35,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EEICT = [sys.executable, "-m", "server"]
 STREAM_ID = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
+TICKS = b"\xa4type\xa5ticks"  # how a ``ticks`` message starts: its first key and value
+HEAD = 1024  # bytes of a ticks message read for its envelope (room for long stream ids)
 
 # -- the recording -----------------------------------------------------------------------------
 
@@ -121,6 +127,69 @@ def recordings_dir(recording: Path) -> Path:
 
 # -- processes ---------------------------------------------------------------------------------
 
+_LIBC = ctypes.CDLL(None)  # loaded now: die_with_parent also runs before exec
+PR_SET_PDEATHSIG = 1
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``finally:`` blocks stop servers and client processes.
+
+    run_all.py ends a benchmark that runs past its timeout with SIGTERM to its process group.
+    Inside an event loop, run_async() takes over.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have Linux SIGTERM this process when ``parent`` (the process that started it) dies.
+
+    Servers and client processes must never outlive a benchmark that was killed: they would
+    spin, or load the machine under every later benchmark.
+    """
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def collect(results: Any, workers: list, timeout: float) -> list:
+    """One item from ``results`` (a multiprocessing queue) per worker process.
+
+    Polls briefly so a worker that crashed fails the run at once instead of after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    items: list = []
+    while len(items) < len(workers):
+        try:
+            items.append(results.get(timeout=0.5))
+        except queue.Empty:
+            crashed = [w for w in workers if w.exitcode not in (None, 0)]
+            if crashed:
+                codes = ", ".join(f"pid {w.pid} exit {w.exitcode}" for w in crashed)
+                raise RuntimeError(f"client process failed ({codes}); its error is above") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"client processes silent for {timeout:.0f} s") from None
+    return items
+
+
+def stop_workers(workers: list, grace: float) -> None:
+    """Give the started worker processes ``grace`` seconds to exit, then terminate the rest."""
+    started = [w for w in workers if w.pid is not None]
+    deadline = time.monotonic() + grace
+    for worker in started:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    for worker in started:
+        if worker.is_alive():
+            worker.terminate()
+    for worker in started:
+        worker.join(5)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
 
 def raise_nofile(wanted: int) -> int:
     """Raise this process's open-file limit (children inherit it); returns the new soft limit."""
@@ -138,7 +207,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A server in its own process on 127.0.0.1, logging to a file, stopped with SIGTERM."""
+    """A server in its own process on 127.0.0.1, logging to a file, stopped with SIGTERM.
+
+    It runs in its own session (a Ctrl-C or a SIGTERM to the benchmark's process group does not
+    reach it: the benchmark stops it in order) and gets SIGTERM if the benchmark dies.
+    """
 
     def __init__(self, argv: list[str], port: int, name: str, folder: Path | None = None) -> None:
         self.port = port
@@ -148,27 +221,42 @@ class ServerProcess:
             prefix=f"eeict-bench-{name}-", suffix=".log"
         )
         self.proc = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
+            argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
+        )  # fmt: skip
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def wait_ready(self, path: str = "/readyz", timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} server exited:\n{self.log_text()}")
-            try:
-                with urllib.request.urlopen(self.url(path), timeout=2) as answer:
-                    if answer.status == 200:
+        """Wait until ``path`` answers 200."""
+
+        def ready() -> bool:
+            with urllib.request.urlopen(self.url(path), timeout=2) as answer:
+                return answer.status == 200
+
+        self.wait_until(ready, timeout)
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Poll ``ready()`` (an OSError counts as not ready); stops the server if it never is."""
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} server exited:\n{self.log_text()}")
+                try:
+                    if ready():
                         return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.name} server not ready after {timeout} s:\n{self.log_text()}")
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            raise RuntimeError(
+                f"{self.name} server not ready after {timeout} s:\n{self.log_text()}"
+            )
+        except BaseException:
+            self.stop()  # after log_text(): stop() deletes the log
+            raise
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -178,6 +266,7 @@ class ServerProcess:
             return json.load(answer)
 
     def log_text(self) -> str:
+        """The end of the server's output; only until stop(), which deletes the log."""
         return Path(self.log.name).read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
@@ -244,18 +333,24 @@ def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
     return head + b"\0\0\0\0" + payload
 
 
-def envelope(head: bytes) -> dict[str, Any]:
-    """The fields of a ``ticks`` message before its frames (plus ``count``), from its head."""
+def envelope(head: bytes) -> dict[str, Any] | None:
+    """The fields of a ``ticks`` message before its frames (plus ``count``), from its head.
+
+    None when ``head`` ends before the ``frames`` key: the caller then reads the whole message.
+    """
     unpacker = msgpack.Unpacker()
     unpacker.feed(head)
     fields: dict[str, Any] = {}
-    for _ in range(unpacker.read_map_header()):
-        key = unpacker.unpack()
-        if key == "frames":
-            fields["count"] = unpacker.read_array_header()
-            break
-        fields[key] = unpacker.unpack()
-    return fields
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key == "frames":
+                fields["count"] = unpacker.read_array_header()
+                return fields
+            fields[key] = unpacker.unpack()
+    except msgpack.OutOfData:
+        return None
+    raise ValueError("a ticks message without frames")
 
 
 class LeanClient(asyncio.Protocol):
@@ -318,22 +413,26 @@ class LeanClient(asyncio.Protocol):
                 if len(buf) < 10:
                     return
                 size, start = int.from_bytes(buf[2:10], "big"), 10
-            if opcode == 0x2 and len(buf) >= start + min(size, 128):
-                head = bytes(buf[start : start + min(size, 128)])
-                if head[1:12] == b"\xa4type\xa5ticks":
-                    self.on_message(self, envelope(head), size, now)
-                    if len(buf) < start + size:  # skip the frames instead of buffering them
-                        self.discard = start + size - len(buf)
-                        buf.clear()
-                        return
-                    del buf[: start + size]
-                    continue
+            fields = None
+            if opcode == 0x2 and len(buf) >= start + min(size, HEAD):
+                head = bytes(buf[start : start + min(size, HEAD)])
+                if head[1:12] == TICKS:
+                    fields = envelope(head)  # None: a longer envelope, read the whole message
+            if fields is not None:
+                self.on_message(self, fields, size, now)
+                if len(buf) < start + size:  # skip the frames instead of buffering them
+                    self.discard = start + size - len(buf)
+                    buf.clear()
+                    return
+                del buf[: start + size]
+                continue
             if len(buf) < start + size:
                 return
             payload = bytes(buf[start : start + size])
             del buf[: start + size]
             if opcode == 0x2:
-                self.on_message(self, msgpack.unpackb(payload), size, now)
+                message = envelope(payload) if payload[1:12] == TICKS else None
+                self.on_message(self, message or msgpack.unpackb(payload), size, now)
             elif opcode == 0x9:  # ping: answer with the same payload
                 self.transport.write(client_frame(payload, 0xA))
             elif opcode == 0x8:  # close
@@ -362,10 +461,34 @@ async def open_lean(port: int, path: str, on_message: Callable) -> LeanClient:
     return client
 
 
-def use_uvloop() -> None:
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop; SIGTERM cancels it, so its ``finally:`` blocks still run.
+
+    exit_on_sigterm() is not enough here: uvloop logs and swallows a SystemExit raised in a
+    protocol callback, and the process would go on.
+    """
     import uvloop
 
+    terminated = False
+
+    async def cancellable() -> T:
+        task = asyncio.current_task()
+
+        def terminate() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
+        return await main
+
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        return asyncio.run(cancellable())
+    except asyncio.CancelledError:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 # -- results -----------------------------------------------------------------------------------

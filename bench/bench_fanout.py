@@ -132,9 +132,9 @@ class Subscriber:
 
 
 def client_worker(port: int, count: int, buffer: int, window, ready_q, result_q) -> None:
+    sup.die_with_parent(mp.parent_process().pid)  # or it would wait for ``window`` forever
     sup.raise_nofile(20000)
-    sup.use_uvloop()
-    result_q.put(asyncio.run(_clients(port, count, buffer, window, ready_q)))
+    result_q.put(sup.run_async(_clients(port, count, buffer, window, ready_q)))
 
 
 async def _clients(port: int, count: int, buffer: int, window, ready_q) -> dict[str, Any]:
@@ -229,10 +229,11 @@ def measure(server: sup.ServerProcess, clients: int, args: argparse.Namespace) -
         for share in shares
     ]
     ramp_start = time.time()
-    for worker in workers:
-        worker.start()
+    results: list[dict[str, Any]] = []
     try:
-        connected = sum(ready_q.get(timeout=300) for _ in workers)
+        for worker in workers:
+            worker.start()
+        connected = sum(sup.collect(ready_q, workers, 300))
         ramp_s = time.time() - ramp_start
         start = time.time() + args.settle
         window[0], window[1] = start, start + args.duration
@@ -241,12 +242,9 @@ def measure(server: sup.ServerProcess, clients: int, args: argparse.Namespace) -
         time.sleep(max(0.0, window[1] - time.time()))
         cpu1 = sup.cpu_seconds(server.pid)
         memory = sup.memory_kb(server.pid)
-        results = [result_q.get(timeout=120) for _ in workers]
+        results = sup.collect(result_q, workers, 120)
     finally:
-        for worker in workers:
-            worker.join(10)
-            if worker.is_alive():
-                worker.terminate()
+        sup.stop_workers(workers, 10 if results else 0)  # on an error, at once
     frames = [f for r in results for f in r["frames"]]
     lags = sorted(lag for r in results for lag in r["lags"])
     per_client = [f / args.duration for f in frames]
@@ -368,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
         uvloop.run(raw_server(args.recording, args.raw_server, args.buffer))
         return 0
+    sup.exit_on_sigterm()
     result = run(args)
     sup.print_table(
         f"live fan-out, {args.duration:.0f} s window, buffer {args.buffer} frames", result["rows"]

@@ -32,9 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def client_worker(port: int, count: int, ready_q, done) -> None:
+    sup.die_with_parent(mp.parent_process().pid)  # or it would wait for ``done`` forever
     sup.raise_nofile(20000)
-    sup.use_uvloop()
-    asyncio.run(_clients(port, count, ready_q, done))
+    sup.run_async(_clients(port, count, ready_q, done))
 
 
 async def _clients(port: int, count: int, ready_q, done) -> None:
@@ -81,25 +81,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ctx.Process(target=client_worker, args=(server.port, n, ready_q, done), daemon=True)
         for n in shares
     ]
+    dropped = None
     try:
         time.sleep(args.settle)
         before = sup.memory_kb(server.pid)
         started = time.time()
         for worker in workers:
             worker.start()
-        counts = [ready_q.get(timeout=300) for _ in workers]
+        counts = sup.collect(ready_q, workers, 300)
         open_s = time.time() - started
         time.sleep(args.settle)
         after = sup.memory_kb(server.pid)
         metrics = _metric(server, "eeict_connections")
         done.set()
-        dropped = sum(ready_q.get(timeout=60) for _ in workers)
+        dropped = sum(sup.collect(ready_q, workers, 60))
     finally:
         done.set()
-        for worker in workers:
-            worker.join(10)
-            if worker.is_alive():
-                worker.terminate()
+        sup.stop_workers(workers, 10 if dropped is not None else 0)  # on an error, at once
         server.stop()
     connected = sum(c for c, _ in counts)
     per_conn = (after["VmRSS"] - before["VmRSS"]) / connected if connected else float("nan")
@@ -142,6 +140,7 @@ def _metric(server: sup.ServerProcess, name: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sup.exit_on_sigterm()
     result = run(args)
     sup.print_table(f"idle connections ({args.connections:,})", result["rows"])
     sup.write_json(args.json, result)

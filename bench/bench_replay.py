@@ -113,7 +113,7 @@ async def fetch_match(port: int, credit: int) -> dict[str, float]:
         nonlocal granted
         got["frames"] += msg["count"]
         got["bytes"] += size
-        if got["frames"] > granted - credit // 2:
+        if got["frames"] > granted - max(1, credit // 2):  # credit 1: grant after each frame
             session.client.send({"type": "credit", "frames": credit})
             granted += credit
 
@@ -178,15 +178,13 @@ def start_raw(recording: Path) -> sup.ServerProcess:
         "--recording", str(recording),
     ]  # fmt: skip
     server = sup.ServerProcess(argv, port, "raw-tcp")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"raw TCP server did not start:\n{server.log_text()}")
+
+    def accepts() -> bool:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    server.wait_until(accepts, 30)
+    return server
 
 
 async def replay_memory(server: sup.ServerProcess, count: int, seconds: float) -> dict[str, Any]:
@@ -235,8 +233,7 @@ async def measure(args: argparse.Namespace, recording: Path) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     recording = sup.resolve_recording(args)
-    sup.use_uvloop()
-    m = asyncio.run(measure(args, recording))
+    m = sup.run_async(measure(args, recording))
     seek_ms = [1000 * s for s in m["seeks"]]
     ours_s = statistics.median(r["seconds"] for r in m["ours"])
     raw_s = statistics.median(r["seconds"] for r in m["raw"])
@@ -283,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
         uvloop.run(raw_server(args.recording, args.raw_server))
         return 0
+    sup.exit_on_sigterm()
     result = run(args)
     sup.print_table("replay on a full match", result["rows"])
     sup.write_json(args.json, result)

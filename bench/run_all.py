@@ -1,17 +1,26 @@
 """Run every benchmark in bench/ and print one markdown table of the results.
 
 Each benchmark runs as its own process with ``--json``; a benchmark that fails is reported in
-the table (with the end of its output) and the others still run. Options after ``--`` are
-passed to every benchmark that takes them (e.g. ``-- --recording x.eeict``).
+the table (with the end of its output) and the others still run. One that runs past
+``--timeout`` gets SIGTERM (it stops its server and client processes), then SIGKILL after
+a grace period.
+
+Options for one benchmark go in its ``--<name>-args`` (e.g. ``--fanout-args="--clients 100"``);
+the recording options after ``--`` (``-- --recording x.eeict`` or ``-- --fake-frames N``) go to
+every server benchmark (fanout, idle, replay).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,10 +38,13 @@ BENCHMARKS = {
     "replay": ("bench_replay.py", "Replay sessions (full generated match)"),
 }
 RECORDING_OPTIONS = {"fanout", "idle", "replay"}  # the ones taking --recording/--fake-frames
+GRACE = 40.0  # seconds a timed-out benchmark gets to stop its servers (each takes up to 15 s)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS),
         help="benchmarks to run (default: all; processing only if bench_processing.py exists)",
@@ -40,8 +52,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
-    parser.add_argument("extra", nargs="*", help="options for the server benchmarks, after --")
-    return parser.parse_args(argv)
+    for name, (script, _) in BENCHMARKS.items():
+        parser.add_argument(
+            f"--{name}-args", type=shlex.split, default=[], metavar="ARGS",
+            help=f"options for {script} only, one string (see its --help)",
+        )  # fmt: skip
+    parser.add_argument(
+        "extra", nargs="*", metavar="-- RECORDING-OPTIONS",
+        help="--recording FILE or --fake-frames N, for every server benchmark",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    recording = argparse.ArgumentParser(prog=f"{parser.prog} ... --", add_help=False)
+    sup.add_recording_args(recording)
+    recording.parse_args(args.extra)  # exits with a clear error on any other option
+    return args
 
 
 def machine() -> str:
@@ -60,17 +84,26 @@ def machine() -> str:
 def run_one(name: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     script, _ = BENCHMARKS[name]
     out = folder / f"{name}.json"
-    argv = [sys.executable, str(HERE / script), "--json", str(out)]
+    argv = [sys.executable, str(HERE / script), "--json", str(out), *getattr(args, f"{name}_args")]
     if name in RECORDING_OPTIONS:
         argv += args.extra
-    print(f"== {name}: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+    print(f"== {name}: {shlex.join(argv[1:])}", file=sys.stderr, flush=True)
     started = time.monotonic()
+    # Its own process group, so that a timeout reaches its client processes too.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=functools.partial(sup.die_with_parent, os.getpid()),
+    )  # fmt: skip
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout)
+        output, _ = proc.communicate(timeout=args.timeout)
         failure = None if proc.returncode == 0 else f"exit {proc.returncode}"
-        tail = (proc.stdout + proc.stderr)[-1500:]
     except subprocess.TimeoutExpired:
-        failure, tail = f"timed out after {args.timeout:.0f} s", ""
+        output = stop_group(proc)
+        failure = f"timed out after {args.timeout:.0f} s"
+    except BaseException:  # Ctrl-C or SIGTERM: the new session does not get them by itself
+        stop_group(proc)
+        raise
+    tail = output[-1500:]
     elapsed = time.monotonic() - started
     if failure is None and out.exists():
         result = json.loads(out.read_text())
@@ -79,6 +112,18 @@ def run_one(name: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]
         result["elapsed_s"] = round(elapsed, 1)
         return result
     return {"benchmark": name, "error": failure or "no JSON written", "output": tail}
+
+
+def stop_group(proc: subprocess.Popen) -> str:
+    """SIGTERM a benchmark's process group, SIGKILL it after GRACE seconds; its output."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=GRACE)[0]
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()[0]
 
 
 def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,6 +169,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sup.exit_on_sigterm()
     names = [
         n for n in args.only if n != "processing" or (HERE / BENCHMARKS["processing"][0]).exists()
     ]
