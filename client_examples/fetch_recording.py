@@ -23,9 +23,9 @@ from typing import IO, Any
 import msgpack
 from tqdm import tqdm
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = 6  # in a row without a new frame written
 FETCH_ID = 1
 
 
@@ -152,7 +152,9 @@ async def fetch(args: argparse.Namespace, out: IO[bytes]) -> Progress:
     progress = Progress()
     with tqdm(unit="tick", desc=args.recording, file=sys.stderr) as bar:
         writer = Writer(out, args.format, progress, bar)
-        for attempt in range(MAX_ATTEMPTS):
+        failures = 0  # attempts in a row that wrote nothing
+        while True:
+            written = progress.written
             try:
                 async with connect(
                     url, additional_headers=headers, compression=None, max_size=2**22
@@ -160,13 +162,19 @@ async def fetch(args: argparse.Namespace, out: IO[bytes]) -> Progress:
                     await fetch_once(ws, args, progress, writer, bar)
                     return progress
             except InvalidStatus as exc:
-                raise FetchError(f"refused with HTTP {exc.response.status_code}") from None
-            except (ConnectionClosed, OSError) as exc:
-                delay = min(8.0, 0.5 * 2**attempt)
-                bar.write(f"connection lost ({exc}); resuming after tick {progress.last_tick} "
-                          f"in {delay:.1f} s", file=sys.stderr)  # fmt: skip
-                await asyncio.sleep(delay)
-    raise FetchError(f"gave up after {MAX_ATTEMPTS} attempts")
+                status = exc.response.status_code
+                if status < 500:  # 401, 403, 404: asking again gets the same answer
+                    raise FetchError(f"refused with HTTP {status}") from None
+                reason = f"server answered HTTP {status}"  # 503: starting or stopping
+            except (ConnectionClosed, InvalidMessage, OSError) as exc:
+                reason = f"connection lost ({exc})"
+            failures = 1 if progress.written > written else failures + 1
+            if failures >= MAX_ATTEMPTS:
+                raise FetchError(f"gave up after {MAX_ATTEMPTS} attempts without progress")
+            delay = min(8.0, 0.5 * 2 ** (failures - 1))
+            bar.write(f"{reason}; resuming after tick {progress.last_tick} in {delay:.1f} s",
+                      file=sys.stderr)  # fmt: skip
+            await asyncio.sleep(delay)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,10 @@
 
 Each client connects (at --ramp connections/s), subscribes with --buffer seconds and counts
 what arrives. The lag of a frame is its arrival time minus its play time, ``epoch + seq /
-rate`` (server and client on the same host share the clock): negative means it came early,
-which is what the buffer is for; a positive lag is a frame the viewer would have missed.
+rate``, on the server's clock (offset from ``hello.server_time``, so the hello's one-way delay is
+not counted): negative means it came early, which is what the buffer is for; a positive lag is a
+frame the viewer would have missed. The current frame sent on subscribe (and after a skip) is
+left out: it is due by definition. A connection that ends before --duration is a failure.
 Frames are counted from the message header without decoding them, so one process keeps up
 with about a thousand clients; more clients are spread over --processes processes, each with
 its own asyncio loop, and their results are merged. Everything stops by itself after
@@ -51,7 +53,8 @@ class Results:
     skips: int = 0
     skipped_frames: int = 0
     late_frames: int = 0
-    client_seconds: float = 0.0  # summed over clients: time each one was connected
+    paced_frames: int = 0  # frames after each client's initial buffer fill
+    client_seconds: float = 0.0  # summed over clients: time since each one's first frames
     errors: Counter[str] = field(default_factory=Counter)  # connect failures, error messages
     disconnects: Counter[str] = field(default_factory=Counter)  # by close code, before the end
     lag_ms: Counter[int] = field(default_factory=Counter)
@@ -61,6 +64,7 @@ class Results:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.skipped_frames += other.skipped_frames
         self.late_frames += other.late_frames
+        self.paced_frames += other.paced_frames
         self.client_seconds += other.client_seconds
         self.errors.update(other.errors)
         self.disconnects.update(other.disconnects)
@@ -144,32 +148,49 @@ async def client(args: argparse.Namespace, slow: bool, deadline: float, results:
         seen.errors[f"http_{exc.response.status_code}"] += 1
     except ConnectionClosed as exc:
         seen.disconnects[str(exc.rcvd.code) if exc.rcvd else "no_close_frame"] += 1
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # OSError, TimeoutError, InvalidMessage, a malformed message...
         seen.errors[type(exc).__name__] += 1
     finally:
         seen.failed = int(bool(seen.errors or seen.disconnects))
         results.merge(seen)
 
 
+@dataclass
+class View:
+    """One client's view of its stream: the server clock and where steady delivery starts."""
+
+    epoch: float = 0.0
+    rate: float = 64.0
+    offset: float = 0.0  # server clock minus ours
+    buffer: int = 0
+    current_next: bool = True  # the next frame is the current one (subscribe, skip): due already
+    first_arrival: float | None = None  # of the first ticks message
+    paced_from: int = 0  # first seq after the initial buffer fill
+
+
 async def consume(
     ws: ClientConnection, args: argparse.Namespace, slow: bool, deadline: float, results: Results
 ) -> None:
-    """Read until the deadline, counting the time this client was connected."""
-    subscribed_at = time.time()
-    loop_deadline = asyncio.get_running_loop().time() + deadline - subscribed_at
+    """Read until the deadline; a connection that ends before it without ``end`` is a disconnect
+    (1000 and 1001 end ``async for`` quietly)."""
+    view = View()
+    loop_deadline = asyncio.get_running_loop().time() + deadline - time.time()
     try:
         async with asyncio.timeout_at(loop_deadline):
-            await read(ws, args, slow, results)
+            ended = await read(ws, args, slow, results, view)
+        if not ended:
+            results.disconnects[str(ws.close_code)] += 1
     except TimeoutError:
         pass
     finally:
-        results.client_seconds += min(time.time(), deadline) - subscribed_at
+        if view.first_arrival is not None:
+            results.client_seconds += max(0.0, min(time.time(), deadline) - view.first_arrival)
 
 
 async def read(
-    ws: ClientConnection, args: argparse.Namespace, slow: bool, results: Results
-) -> None:
-    epoch, rate = 0.0, 64.0
+    ws: ClientConnection, args: argparse.Namespace, slow: bool, results: Results, view: View
+) -> bool:
+    """Count what arrives until the connection closes; True when the stream sent ``end``."""
     async for data in ws:
         arrival = time.time()
         results.messages += 1
@@ -177,26 +198,40 @@ async def read(
         fields, count = ticks_header(data)
         kind = fields.get("type")
         if kind == "ticks":
-            results.frames += count
-            seq = fields["seq"]
-            for i in range(count):
-                lag = arrival - (epoch + (seq + i) / rate)
-                results.lag_ms[round(lag * 1000)] += 1
-                results.late_frames += lag > 0
+            count_ticks(fields["seq"], count, arrival, results, view)
             if slow:
                 await asyncio.sleep(SLOW_READ_S)
         elif kind == "hello":
             stream = fields["stream"]
-            epoch, rate = float(stream["epoch"]), float(stream["rate"])
-            buffer = min(fields["max_buffer"], round(args.buffer * rate))
-            await ws.send(msgpack.packb({"type": "subscribe", "buffer": buffer}))
+            view.epoch, view.rate = float(stream["epoch"]), float(stream["rate"])
+            view.offset = fields["server_time"] - arrival
+            view.buffer = min(fields["max_buffer"], round(args.buffer * view.rate))
+            await ws.send(msgpack.packb({"type": "subscribe", "buffer": view.buffer}))
         elif kind == "skip":
             results.skips += 1
             results.skipped_frames += fields["skipped"] or 0  # nil: not countable
+            view.current_next = True
         elif kind == "error":
             results.errors[str(fields.get("code"))] += 1
         elif kind == "end":
-            return
+            return True
+    return False
+
+
+def count_ticks(seq: int, count: int, arrival: float, results: Results, view: View) -> None:
+    """Frames, their lag, and the frames that count for the paced rate."""
+    if view.first_arrival is None:  # the current frame and the buffer arrive at once
+        view.first_arrival, view.paced_from = arrival, seq + 1 + view.buffer
+    results.frames += count
+    results.paced_frames += max(0, min(count, seq + count - view.paced_from))
+    first = 0
+    if view.current_next:
+        view.current_next, first = False, 1
+    server_now = arrival + view.offset
+    for i in range(first, count):
+        lag = server_now - (view.epoch + (seq + i) / view.rate)
+        results.lag_ms[round(lag * 1000)] += 1
+        results.late_frames += lag > 0
 
 
 async def run_clients(args: argparse.Namespace, count: int, slow: int, ramp: float) -> Results:
@@ -267,7 +302,9 @@ def report(args: argparse.Namespace, results: Results, elapsed: float) -> dict[s
         "elapsed_s": round(elapsed, 3),
         "frames": results.frames,
         "frames_per_s": round(results.frames / args.duration, 1),
-        "frames_per_s_per_client": round(results.frames / max(1e-9, results.client_seconds), 2),
+        "frames_per_s_per_client": round(
+            results.paced_frames / max(1e-9, results.client_seconds), 2
+        ),
         "messages": results.messages,
         "mbit_per_s": round(results.bytes * 8 / args.duration / 1e6, 2),
         "lag_ms": {f"p{q}": results.percentile(q) for q in (50, 95, 99)},

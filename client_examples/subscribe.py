@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from typing import Any
 
 import msgpack
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 MAX_BACKOFF_S = 10.0
 
@@ -41,6 +42,7 @@ class Player:
     skips: int = 0
     skipped: int = 0
     reconnects: int = 0
+    streaming: bool = False  # frames arrived on this connection: it works, reset the backoff
 
     def server_playhead(self) -> float:
         """The seq the server plays right now (fractional)."""
@@ -68,15 +70,23 @@ class Player:
         return line
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, not negative."""
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8080", help="server (ws:// or wss://)")
     parser.add_argument("--stream", default="generated", help="live stream id (see /streams)")
     parser.add_argument(
-        "--buffer", type=float, default=1.0, help="seconds of frames to hold ahead (default 1)"
+        "--buffer", type=seconds, default=1.0, help="seconds of frames to hold ahead (default 1)"
     )
     parser.add_argument(
-        "--duration", type=float, default=0.0, help="seconds to run, 0 = forever (default)"
+        "--duration", type=seconds, default=0.0, help="seconds to run, 0 = forever (default)"
     )
     parser.add_argument("--token", default="", help="bearer token when the server has one")
     return parser.parse_args(argv)
@@ -109,6 +119,7 @@ async def receive(ws: ClientConnection, player: Player, buffer_s: float) -> int 
         if kind == "hello":
             await subscribe(ws, message, player, buffer_s)
         elif kind == "ticks":
+            player.streaming = True
             for i, frame in enumerate(message["frames"]):
                 seq = message["seq"] + i
                 if player.last_seq is None or seq > player.last_seq:
@@ -119,6 +130,10 @@ async def receive(ws: ClientConnection, player: Player, buffer_s: float) -> int 
             player.skips += 1
             player.skipped += message["skipped"] or 0  # nil: the loss cannot be counted
             player.last_seq = message["to_seq"] - 1
+            # Buffered frames from to_seq on belong to a position the server abandoned (a resume
+            # it did not know): the frames that follow replace them.
+            while player.buffer and player.buffer[-1][0] >= message["to_seq"]:
+                player.buffer.pop()
             print(f"skip: {message['skipped']} frames ({message['reason']})")
         elif kind == "end":
             print(f"end of stream at seq {message['seq']}")
@@ -131,14 +146,17 @@ async def receive(ws: ClientConnection, player: Player, buffer_s: float) -> int 
 
 
 async def connection_loop(args: argparse.Namespace, player: Player) -> int:
-    """Connect, and reconnect with exponential backoff until the stream ends."""
+    """Connect, and reconnect with exponential backoff until the stream ends.
+
+    The backoff resets only once frames arrived: a server that accepts the handshake and then
+    closes at once (1013 server full) is retried ever more slowly, not twice a second."""
     url = f"{args.url.rstrip('/')}/live/{args.stream}"
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     backoff = 0.5
     while True:
+        player.streaming = False
         try:
             async with connect(url, additional_headers=headers, compression=None) as ws:
-                backoff = 0.5
                 code = await receive(ws, player, args.buffer)
                 if code is not None:
                     return code
@@ -150,10 +168,15 @@ async def connection_loop(args: argparse.Namespace, player: Player) -> int:
                 return 2
         except ConnectionClosed as exc:
             print(f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})")
+        except InvalidHandshake as exc:  # InvalidMessage, bad upgrade headers: e.g. a proxy
+            print(f"handshake failed: {exc!r}")
         except OSError as exc:
             print(f"cannot connect: {exc}")
-        print(f"reconnecting in {backoff:.1f} s")
-        await asyncio.sleep(backoff)
+        if player.streaming:
+            backoff = 0.5
+        delay = backoff * random.uniform(0.5, 1.0)  # jitter: clients of a restart do not stampede
+        print(f"reconnecting in {delay:.1f} s")
+        await asyncio.sleep(delay)
         backoff = min(MAX_BACKOFF_S, backoff * 2)
         player.reconnects += 1
 

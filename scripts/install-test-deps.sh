@@ -14,6 +14,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
-if [ -f client_examples/node/package-lock.json ] && command -v npm >/dev/null 2>&1; then
-    (cd client_examples/node && npm ci --silent --no-audit --no-fund)
+# npm ci deletes and reinstalls node_modules: only when the lock file changed since the last
+# install (npm writes node_modules/.package-lock.json on every install; `npm install` may give
+# both files the same time, hence "not older" rather than "newer").
+node_dir=client_examples/node
+installed="$node_dir/node_modules/.package-lock.json"
+if [ -f "$node_dir/package-lock.json" ] && command -v npm >/dev/null 2>&1; then
+    if [ -f "$installed" ] && ! [ "$node_dir/package-lock.json" -nt "$installed" ]; then
+        echo "node packages are up to date"
+    else
+        (cd "$node_dir" && npm ci --silent --no-audit --no-fund)
+    fi
 fi

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,12 +74,17 @@ def test_subscribe_prints_advancing_status(server):
     assert all(buffer > 0 for _, _, buffer, _ in lines[1:]), "the 1 s buffer stayed empty"
 
 
-def test_subscribe_resumes_after_server_restart(recordings, tmp_path):
+@pytest.mark.parametrize("language", ["python", "node"])
+def test_subscribe_resumes_after_server_restart(recordings, tmp_path, language):
     # A fixed epoch makes the restarted server continue the same seq numbering.
     args = ("--recordings", str(recordings), "--live", "match", "--loop")
     srv = ServerProcess((*args, "--epoch", str(time.time())), log_path=tmp_path / "server.log")
-    command = [sys.executable, str(EXAMPLES / "subscribe.py"), "--url", srv.ws_url]
-    command += ["--stream", "match", "--duration", "9"]
+    if language == "node":
+        _require_node()
+        command = ["node", str(NODE / "subscribe.mjs")]
+    else:
+        command = [sys.executable, str(EXAMPLES / "subscribe.py")]
+    command += ["--url", srv.ws_url, "--stream", "match", "--duration", "9"]
     try:
         srv.start()
         client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -98,6 +104,26 @@ def test_subscribe_resumes_after_server_restart(recordings, tmp_path):
     after = [seq for _, seq, _, reconnects in lines if reconnects >= 1]
     assert before and after, text
     assert min(after) > max(before), text
+
+
+def test_subscribe_refuses_a_negative_buffer():
+    result = run_example("subscribe.py", "--buffer", "-1")
+    assert result.returncode == 2 and "--buffer" in result.stderr, result.stderr
+
+
+def test_subscribe_backs_off_when_the_server_is_full(recordings):
+    # Every connection is accepted, then closed with 1013: the backoff must keep growing.
+    args = ("--recordings", str(recordings), "--live", "match", "--max-connections", "0")
+    with server_process(*args) as srv:
+        result = run_example(
+            "subscribe.py", "--url", srv.ws_url, "--stream", "match", "--duration", "4"
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "connection closed (1013)" in result.stdout, result.stdout
+    delays = [float(d) for d in re.findall(r"^reconnecting in ([\d.]+) s$", result.stdout, re.M)]
+    assert len(delays) >= 3, result.stdout
+    # Backoff 0.5, 1, 2 s, each with jitter down to half: the third wait is at least 1 s.
+    assert delays[2] >= 1.0, result.stdout
 
 
 def expected_range(recording: Recording, first: int, last: int) -> tuple[int, int]:
@@ -123,8 +149,12 @@ def test_fetch_recording_writes_exactly_the_range(server, recordings, tmp_path, 
         assert frames == [recording.frame(i) for i in range(a, b)]
 
 
-async def _proxy_dropping_first_connection(target_port: int, cut_after: int):
-    """A TCP proxy whose first connection dies after ``cut_after`` bytes from the server."""
+SERVICE_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+
+
+async def _flaky_proxy(target_port: int, cut_after: int, cuts: int):
+    """A TCP proxy to the server: the first connection is answered 503 (a server starting or
+    stopping), the next ``cuts`` die after ``cut_after`` bytes from the server."""
     connections = 0
 
     async def pipe(reader, writer, limit: int | None) -> None:
@@ -142,7 +172,13 @@ async def _proxy_dropping_first_connection(target_port: int, cut_after: int):
     async def handle(client_reader, client_writer) -> None:
         nonlocal connections
         connections += 1
-        limit = cut_after if connections == 1 else None
+        if connections == 1:
+            await client_reader.readuntil(b"\r\n\r\n")
+            client_writer.write(SERVICE_UNAVAILABLE)
+            await client_writer.drain()
+            client_writer.close()
+            return
+        limit = cut_after if connections <= 1 + cuts else None
         server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target_port)
         upstream = asyncio.create_task(pipe(client_reader, server_writer, None))
         await pipe(server_reader, client_writer, limit)
@@ -152,10 +188,14 @@ async def _proxy_dropping_first_connection(target_port: int, cut_after: int):
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-async def test_fetch_recording_resumes_after_dropped_connection(server, recordings, tmp_path):
+async def test_fetch_recording_resumes_after_503_and_dropped_connections(
+    server, recordings, tmp_path
+):
     recording = Recording.open(recordings / "match.eeict")
     everything = bytes(recording.frames_bytes(0, recording.frame_count))
-    proxy = await _proxy_dropping_first_connection(server.port, cut_after=len(everything) // 3)
+    # More drops than fetch_recording.MAX_ATTEMPTS (6): each one made progress, so it goes on.
+    cuts = 7
+    proxy = await _flaky_proxy(server.port, cut_after=len(everything) // (cuts + 2), cuts=cuts)
     port = proxy.sockets[0].getsockname()[1]
     out = tmp_path / "all.msgpack"
     process = await asyncio.create_subprocess_exec(
@@ -167,8 +207,10 @@ async def test_fetch_recording_resumes_after_dropped_connection(server, recordin
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
     finally:
         proxy.close()
-    assert process.returncode == 0, stderr.decode()
-    assert re.search(r"connection lost .*resuming after tick \d+", stderr.decode())
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert "server answered HTTP 503" in log, log
+    assert len(re.findall(r"connection lost .*resuming after tick \d+", log)) == cuts, log
     assert out.read_bytes() == everything
 
 
@@ -199,6 +241,35 @@ def test_loadtest_fails_when_error_rate_exceeded(server, tmp_path):
     assert summary["error_rate"] == 1.0
     assert summary["errors"] == {"unknown_stream": 3}
     assert summary["disconnects"] == {"4004": 3}
+
+
+def _subscribers(srv: ServerProcess, stream: str) -> int:
+    with urllib.request.urlopen(f"{srv.http_url}/streams", timeout=5) as response:
+        streams = json.load(response)["streams"]
+    return next(s["subscribers"] for s in streams if s["id"] == stream)
+
+
+def test_loadtest_counts_a_server_stopped_mid_run(recordings, tmp_path):
+    args = ("--recordings", str(recordings), "--live", "match", "--loop")
+    srv = ServerProcess(args, log_path=tmp_path / "server.log")
+    report = tmp_path / "load.json"
+    command = [sys.executable, str(EXAMPLES / "loadtest.py"), "--url", srv.ws_url, "--stream"]
+    command += ["match", "-n", "4", "--duration", "30", "--max-error-rate", "0"]
+    command += ["--json", str(report)]
+    try:
+        srv.start()
+        client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while _subscribers(srv, "match") < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        srv.stop()  # SIGTERM: every subscriber gets a 1001 close, which ends `async for` quietly
+        output, _ = client.communicate(timeout=30)
+    finally:
+        srv.stop()
+    assert client.returncode == 1, output.decode()
+    summary = json.loads(report.read_text())
+    assert summary["disconnects"] == {"1001": 4}, summary
+    assert summary["failed_clients"] == 4, summary
 
 
 def _require_node() -> None:
@@ -232,3 +303,15 @@ def test_node_subscribe_prints_status(server):
         ["node", "subscribe.mjs", "--help"], cwd=NODE, capture_output=True, text=True, timeout=30
     )
     assert help_result.returncode == 0 and "--stream" in help_result.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["--stream", "no-such-stream"], ["--buffer", "abc"], ["--no-such-option"]]
+)
+def test_node_subscribe_exits_2_on_what_retrying_cannot_fix(server, args):
+    _require_node()
+    result = subprocess.run(
+        ["node", "subscribe.mjs", "--url", server.ws_url, "--duration", "10", *args],
+        cwd=NODE, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr

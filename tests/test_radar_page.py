@@ -9,6 +9,7 @@ import http.server
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,46 @@ def test_live_stream_moves_players(server, page):
     assert set(positions) >= {"Alpha", "Bravo", "Charlie"}
     assert any(positions[n] != positions2.get(n) for n in positions), "no player moved"
     assert page.evaluate("window.radar.frameCount") > 0
+
+
+def test_live_buffer_stays_bounded_without_animation_frames(server, page):
+    # A background tab runs no requestAnimationFrame callbacks, but messages still arrive.
+    srv, _ = server
+    page.goto(srv.http_url + "/")
+    _open_live(page)
+    page.evaluate("window.requestAnimationFrame = () => 0")  # the draw loop stops here
+    received = page.evaluate("window.radar.frameCount")
+    page.wait_for_function(f"window.radar.frameCount > {received} + 4 * 64")  # 4 s of frames
+    # Kept: about 1 s played + 1 s of buffer ahead + a burst; never the whole 4 s.
+    assert page.evaluate("window.radar.buffered") < 3 * 64
+
+
+def test_live_follows_a_server_restart_with_a_new_epoch(tmp_path, page):
+    # The first server's epoch is an hour old, so its seqs are far above the restarted one's.
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    write_match(folder)
+    args = ("--recordings", str(folder), "--live", "match", "--loop")
+    srv = ServerProcess((*args, "--epoch", str(time.time() - 3600)))
+    srv.log_path = tmp_path / "server.log"
+    try:
+        srv.start()
+        page.goto(srv.http_url + "/")
+        _open_live(page)
+        srv.stop()
+        page.wait_for_function("!window.radar.connected")
+        srv.args = args  # a new epoch: now
+        srv.start()
+        # The reconnect backoff grows to 8 s; the page shows no frame between hello and ticks.
+        page.wait_for_function(
+            "window.radar.connected && window.radar.tick !== null", timeout=30_000
+        )
+        tick = page.evaluate("window.radar.tick")
+        page.wait_for_function(f"window.radar.tick !== {tick}")
+        tick = page.evaluate("window.radar.tick")
+        page.wait_for_function(f"window.radar.tick !== {tick}")  # still moving
+    finally:
+        srv.stop()
 
 
 def test_recording_seeks_to_frame_at_or_before_tick(server, page):

@@ -37,17 +37,34 @@ public class EeictFrame
 }
 
 // Server messages: one class with every field the client reads; MessagePack-CSharp skips the rest.
+// `stream` is a string in most messages but a map in hello, so hello has its own class.
 [MessagePackObject]
 public class EeictMessage
 {
     [Key("type")] public string Type;
     [Key("seq")] public long Seq;
     [Key("frames")] public List<EeictFrame> Frames;      // ticks
-    [Key("max_buffer")] public int MaxBuffer;            // hello
+    [Key("to_seq")] public long ToSeq;                   // skip: the next frame you get
     [Key("skipped")] public long? Skipped;               // skip (nil when not countable)
     [Key("reason")] public string Reason;                // skip
     [Key("code")] public string Code;                    // error
     [Key("message")] public string Message;              // error
+}
+
+[MessagePackObject]
+public class EeictStreamInfo
+{
+    [Key("id")] public string Id;
+    [Key("rate")] public double Rate;    // frames per second (64 / --every)
+    [Key("epoch")] public double Epoch;  // server Unix time of seq 0; changes when the server restarts
+}
+
+[MessagePackObject]
+public class EeictHello
+{
+    [Key("server_time")] public double ServerTime;
+    [Key("max_buffer")] public int MaxBuffer;
+    [Key("stream")] public EeictStreamInfo Stream;
 }
 
 public class EeictStreamClient : MonoBehaviour
@@ -55,14 +72,17 @@ public class EeictStreamClient : MonoBehaviour
     public string serverUrl = "ws://127.0.0.1:8080";
     public string stream = "generated";
     public float bufferSeconds = 1f;
-    public float rate = 64f;  // frames per second of the stream (hello.stream.rate)
 
     public EeictFrame Current { get; private set; }  // the frame on screen
 
     WebSocket socket;
-    readonly Queue<EeictFrame> buffer = new Queue<EeictFrame>();
-    float accumulator;
-    long lastSeq = -1;
+    readonly Queue<(long Seq, EeictFrame Frame)> buffer = new Queue<(long, EeictFrame)>();
+    double rate = 64;    // hello.stream.rate
+    double epoch = -1;   // hello.stream.epoch
+    double offset;       // server clock minus ours (hello.server_time)
+    long lastSeq = -1;   // last seq received: where a reconnect resumes
+
+    static double UnixNow() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
 
     static readonly MessagePackSerializerOptions Options =
         MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
@@ -82,21 +102,36 @@ public class EeictStreamClient : MonoBehaviour
         switch (msg.Type)
         {
             case "hello":
+                var hello = MessagePackSerializer.Deserialize<EeictHello>(data, Options);
+                if (hello.Stream.Epoch != epoch)  // the server restarted: seqs start over
+                {
+                    lastSeq = -1;
+                    buffer.Clear();
+                }
+                epoch = hello.Stream.Epoch;
+                rate = hello.Stream.Rate;
+                offset = hello.ServerTime - UnixNow();
                 var subscribe = new Dictionary<string, object>
                 {
                     ["type"] = "subscribe",
-                    ["buffer"] = Math.Min(msg.MaxBuffer, (int)(bufferSeconds * rate)),
+                    ["buffer"] = Math.Min(hello.MaxBuffer, (int)Math.Round(bufferSeconds * rate)),
                 };
                 if (lastSeq >= 0) subscribe["resume_seq"] = lastSeq + 1;  // after a reconnect
                 socket.Send(MessagePackSerializer.Serialize(subscribe));
                 break;
             case "ticks":
-                foreach (var frame in msg.Frames) buffer.Enqueue(frame);
-                lastSeq = msg.Seq + msg.Frames.Count - 1;
+                for (var i = 0; i < msg.Frames.Count; i++)
+                {
+                    var seq = msg.Seq + i;
+                    if (seq <= lastSeq) continue;  // already have it
+                    buffer.Enqueue((seq, msg.Frames[i]));
+                    lastSeq = seq;
+                }
                 break;
-            case "skip":  // moved to the live edge: drop what is queued, the next frames are current
-                Debug.Log($"EEICT: skipped {msg.Skipped} frames ({msg.Reason})");
+            case "skip":  // moved to the live edge: drop what is queued, the next frame is to_seq
+                Debug.Log($"EEICT: skipped {msg.Skipped?.ToString() ?? "uncounted"} frames ({msg.Reason})");
                 buffer.Clear();
+                lastSeq = msg.ToSeq - 1;
                 break;
             case "end":
                 Debug.Log("EEICT: end of stream");
@@ -112,15 +147,12 @@ public class EeictStreamClient : MonoBehaviour
 #if !UNITY_WEBGL || UNITY_EDITOR
         socket?.DispatchMessageQueue();  // NativeWebSocket delivers messages on the main thread
 #endif
-        // Play at the stream's rate: one frame per 1/rate seconds of game time.
-        accumulator += Time.deltaTime;
-        var step = 1f / rate;
-        while (accumulator >= step)
-        {
-            accumulator -= step;
-            if (buffer.Count == 0) { accumulator = 0; break; }  // starved: wait for data
-            Current = buffer.Dequeue();
-        }
+        // Frame seq plays at epoch + seq / rate on the server clock, like every subscriber's.
+        // Pacing by that clock, not by Time.deltaTime, never drifts behind after a hitch, a
+        // clamped deltaTime or a starved buffer: late frames are skipped over, not queued up.
+        var playhead = (UnixNow() + offset - epoch) * rate;
+        while (buffer.Count > 0 && buffer.Peek().Seq <= playhead)
+            Current = buffer.Dequeue().Frame;
         // Drive your scene from Current here, e.g. Current.Players[i].UnityPosition.
     }
 

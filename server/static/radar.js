@@ -167,7 +167,7 @@ function onMessage(s, msg) {
     case "ticks": return onTicks(s, msg);
     case "state": return onState(s, msg);
     case "subscribed": return setConn("open", `buffer ${msg.buffer}`);
-    case "skip": return setConn("open", `skipped ${msg.skipped} (${msg.reason})`);
+    case "skip": return onSkip(s, msg);
     case "end": s.ended = true; return setConn("open", "end of stream");
     case "error": return setConn(connState, `error ${msg.code}: ${msg.message}`);
     default: return undefined;
@@ -185,7 +185,7 @@ function onHello(s, msg) {
   setConn("open");
   if (s.kind === "live") {
     s.rate = info.rate;
-    if (s.lastSeq >= 0 && s.epoch !== info.epoch) s.lastSeq = -1; // new timeline: seqs restart
+    if (s.epoch !== info.epoch) resetTimeline(s); // the server restarted: seqs start over
     s.epoch = info.epoch;
     const buffer = Math.min(msg.max_buffer, Math.round(LIVE_BUFFER_SECONDS * s.rate));
     const resume = s.lastSeq >= 0 ? { resume_seq: s.lastSeq + 1 } : {};
@@ -193,8 +193,7 @@ function onHello(s, msg) {
   } else {
     s.rate = info.tickrate;
     s.rounds = msg.rounds || [];
-    send({ type: "speed", value: Number($("speed").value) });
-    seek(s.first); // a session opens paused without a frame: fetch the first one to draw
+    send({ type: "speed", value: Number($("speed").value) }); // state + first frame follow hello
   }
 }
 
@@ -215,10 +214,30 @@ function resetGeneration(s, gen) {
   s.kills = [];
 }
 
+/** A new live epoch: frames, events and the picture of the old timeline mean nothing now. */
+function resetTimeline(s) {
+  resetGeneration(s, s.gen);
+  s.lastSeq = -1;
+  shown = null;
+  lastSeen.clear();
+}
+
+/** Moved to the live edge at ``to_seq``: buffered frames from there on are from an abandoned
+ * position (resume_unknown) and would make the next frames look like duplicates. */
+function onSkip(s, msg) {
+  s.frames = s.frames.filter((f) => f.key < msg.to_seq);
+  s.lastSeq = msg.to_seq - 1;
+  setConn("open", `skipped ${msg.skipped ?? "?"} (${msg.reason})`);
+}
+
 function onTicks(s, msg) {
+  let anchored = true; // position(s) is known for these frames
   if (s.kind === "replay") {
     if (msg.gen < s.gen) return; // sent before a seek: stale
-    if (msg.gen > s.gen) resetGeneration(s, msg.gen);
+    if (msg.gen > s.gen) {
+      resetGeneration(s, msg.gen);
+      anchored = false; // its state has not arrived yet
+    }
   }
   msg.frames.forEach((frame, i) => {
     const seq = msg.seq + i;
@@ -231,9 +250,18 @@ function onTicks(s, msg) {
     for (const kill of frame.kills || []) s.kills.push({ key, ...kill });
   });
   const keyRate = keyPerSecond(s);
+  if (anchored) dropPlayed(s, position(s) - keyRate);
   const oldest = s.frames.length ? s.frames[0].key : 0;
   s.smokes = s.smokes.filter((smoke) => smoke.key + SMOKE_SECONDS * keyRate >= oldest);
   s.kills = s.kills.slice(-50);
+}
+
+/** Drops frames played before ``cutoff`` but keeps the one at/before it. pick() does this too,
+ * but it runs from requestAnimationFrame, which a background tab pauses. */
+function dropPlayed(s, cutoff) {
+  let drop = 0;
+  while (drop + 1 < s.frames.length && s.frames[drop + 1].key <= cutoff) drop++;
+  if (drop) s.frames.splice(0, drop);
 }
 
 // -- playback clock --------------------------------------------------------------------------
@@ -515,6 +543,7 @@ $("timeline").addEventListener("click", (e) => {
 window.radar = {
   get tick() { return shown ? shown.a.frame.tick : null; },
   get frameCount() { return framesReceived; },
+  get buffered() { return session ? session.frames.length : 0; },
   get connected() { return connState === "open"; },
   get connState() { return connState; },
   get session() { return session && { kind: session.kind, id: session.id, gen: session.gen, playing: session.playing, speed: session.speed }; },
