@@ -14,7 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from server import protocol
@@ -33,7 +33,7 @@ class FlowLimits:
 
     high_water: int = 256 * 1024  # bytes queued for a client before it is considered blocked
     low_water: int = 64 * 1024  # a blocked client resumes below this
-    skip_behind_s: float = 1.0  # a resumed client this far behind the playhead jumps to it
+    skip_behind_s: float = 1.0  # a client this far behind once it drains jumps to the edge
     close_after_s: float = 10.0  # a client blocked this long is closed
     max_buffer_s: float = 30.0  # largest buffer a client may ask for
     resume_window_s: float = 30.0  # how far back a reconnecting subscriber can resume
@@ -49,7 +49,6 @@ class LiveSubscriber:
     blocked_since: float | None = None
     due: int = -1  # playhead at which this subscriber is next looked at
     done: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 class LiveStream:
