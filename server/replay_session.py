@@ -35,11 +35,15 @@ class ReplaySession:
         self.metrics = metrics
         rate = float(entry.recording.meta["tickrate"])
         self.max_buffer = int(MAX_BUFFER_S * rate)
+        self.count_frames = metrics.frame_counter(entry.id)
         self.playback = Playback(
-            entry.id, entry.recording, int(DEFAULT_BUFFER_S * rate), time.monotonic()
+            entry.id,
+            entry.recording,
+            int(DEFAULT_BUFFER_S * rate),
+            time.monotonic(),
+            on_frames=self.count_frames,
         )
         self.fetch: Fetch | None = None
-        self._frames_counted = 0  # frames reported to metrics so far (playback + this fetch)
         # Replies waiting for the writer; when full, requests are no longer read.
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.wake = asyncio.Event()
@@ -92,7 +96,6 @@ class ReplaySession:
                     fetch = self.fetch
                     await self._send(fetch.end_message())
                     if self.fetch is fetch:  # not replaced by a new fetch while we sent
-                        self._frames_counted -= fetch.sent
                         self.fetch = None
                     continue
             if not self.outbox.empty():
@@ -104,9 +107,7 @@ class ReplaySession:
 
     async def _send(self, message: bytes) -> None:
         await self.connection.send(message)
-        frames = self.playback.frames_sent + (self.fetch.sent if self.fetch else 0)
-        self.metrics.sent(self.entry.id, frames - self._frames_counted, len(message))
-        self._frames_counted = frames
+        self.metrics.sent(self.entry.id, 0, len(message))  # frames: counted as they are made
 
     async def _read(self) -> None:
         try:
@@ -134,7 +135,8 @@ class ReplaySession:
     def _apply(self, request: protocol.Request, now: float) -> list[bytes]:
         playback, kind = self.playback, request.type
         if kind == "ping":
-            return [protocol.pack({"type": "pong", "id": request.id, "server_time": now})]
+            # ``now`` is monotonic (it paces playback); clients compare wall clocks.
+            return [protocol.pack({"type": "pong", "id": request.id, "server_time": time.time()})]
         if kind == "play":
             return playback.play(now)
         if kind == "pause":
@@ -160,7 +162,7 @@ class ReplaySession:
                 return playback.seek_time(request["time"], now)
             return playback.seek_round(request["round"], now)
         if kind == "fetch":
-            fetch = Fetch(
+            self.fetch = Fetch(
                 self.entry.id,
                 self.entry.recording,
                 request["from_tick"],
@@ -168,16 +170,14 @@ class ReplaySession:
                 request.get("credit", 1024),
                 request.id,
                 request.get("resume_after"),
+                on_frames=self.count_frames,
             )
-            self._frames_counted -= self.fetch.sent if self.fetch else 0
-            self.fetch = fetch
             return []
         if kind == "credit":
             if self.fetch is not None:  # credit racing a fetch that just ended is harmless
                 self.fetch.add_credit(request["frames"])
             return []
         if kind == "cancel":
-            self._frames_counted -= self.fetch.sent if self.fetch else 0
             self.fetch = None
             return [protocol.pack({"type": "fetch_cancelled", "stream": self.entry.id})]
         raise AssertionError(kind)

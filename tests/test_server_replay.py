@@ -66,6 +66,9 @@ async def test_hello_has_the_round_timeline_and_seek_returns_that_tick(start_app
             assert state["tick"] == tick and frame["tick"] == tick
         await request(ws, type="seek", round=3)
         assert (await until(ws, "state"))["tick"] == hello["rounds"][2]["tick"]
+        await request(ws, type="ping", id="p")
+        pong = await until(ws, "pong")
+        assert pong["id"] == "p" and abs(pong["server_time"] - time.time()) < 5  # wall clock
 
 
 async def test_play_pace_speed_and_pause_over_the_socket(start_app, write_tiny):
@@ -106,6 +109,7 @@ async def test_fetch_equals_the_recording_and_respects_credit(start_app, write_t
     ws, _ = await open_replay(app, "match")
     async with ws:
         rng = random.Random(5)
+        fetched = 0
         for n in range(5):
             a, b = sorted(rng.randrange(recording.frame_count) for _ in range(2))
             await request(
@@ -126,6 +130,8 @@ async def test_fetch_equals_the_recording_and_respects_credit(start_app, write_t
                     unacked = 0
             assert message["count"] == b + 1 - a
             assert got == recording.frames(a, b + 1)
+            fetched += len(got)
+    assert app.metrics.frames_sent["match"] == 1 + fetched  # the opening frame, then fetches
 
 
 async def test_100_forced_disconnects_with_resume_lose_and_duplicate_nothing(start_app, write_tiny):

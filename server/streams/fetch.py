@@ -6,6 +6,8 @@ Chunks are slices of the recording's pre-encoded frames wrapped in a ``ticks`` e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from processing.recording import Recording
 from server import protocol
 
@@ -23,6 +25,7 @@ class Fetch:
         credit: int,
         request_id: object = None,
         resume_after: int | None = None,
+        on_frames: Callable[[int], None] = lambda frames: None,
     ) -> None:
         meta = recording.meta
         if from_tick > to_tick:
@@ -43,6 +46,7 @@ class Fetch:
         self.stop = recording.index_at_or_after(to_tick + 1)
         self.credit = credit
         self.sent = 0
+        self.on_frames = on_frames  # told how many frames each message carries
         self.first_tick: int | None = None
         self.last_tick: int | None = None
 
@@ -68,6 +72,7 @@ class Fetch:
         self.next += count
         self.credit -= count
         self.sent += count
+        self.on_frames(count)
         if self.first_tick is None:
             self.first_tick = int(self.recording.ticks[start])
         self.last_tick = int(self.recording.ticks[start + count - 1])

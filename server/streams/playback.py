@@ -8,6 +8,8 @@ grows on every seek or step: frames of an older generation in a client's buffer 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from processing.recording import Recording
@@ -18,7 +20,14 @@ BURST = 8
 
 
 class Playback:
-    def __init__(self, stream_id: str, recording: Recording, buffer: int, now: float) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        recording: Recording,
+        buffer: int,
+        now: float,
+        on_frames: Callable[[int], None] = lambda frames: None,
+    ) -> None:
         self.id = stream_id
         self.recording = recording
         self.ticks = recording.ticks
@@ -28,7 +37,7 @@ class Playback:
         self.paused = True
         self.gen = 0
         self.next = 0  # first frame index not yet sent in this generation
-        self.frames_sent = 0
+        self.on_frames = on_frames  # told how many frames each message carries
         self.ended = False  # played to the last frame (seeking there is not ending)
         self._anchor_tick = float(self.ticks[0])
         self._anchor_time = now
@@ -170,6 +179,6 @@ class Playback:
 
     def _frames(self, start: int, stop: int) -> bytes:
         self.next = max(self.next, stop)
-        self.frames_sent += stop - start
+        self.on_frames(stop - start)
         data = self.recording.frames_bytes(start, stop)
         return protocol.ticks_envelope(self.id, start, stop - start, data, gen=self.gen)
