@@ -268,6 +268,11 @@ class Recording:
     def frame_count(self) -> int:
         return len(self.ticks)
 
+    @property
+    def complete(self) -> bool:
+        """A recording file never grows (see server/streams/store.py's FrameStore)."""
+        return True
+
     def index_at_or_after(self, tick: int) -> int:
         """Index of the first frame whose tick is >= ``tick`` (frame_count when past the end)."""
         return int(np.searchsorted(self.ticks, tick, side="left"))

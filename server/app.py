@@ -1,29 +1,41 @@
-"""The server process: loads recordings, runs live streams, routes connections, stops cleanly."""
+"""The server process: loads recordings, runs live streams, routes connections, stops cleanly.
+
+Two listeners: websockets on ``--port`` for /live, /replay and /demodata, and aiohttp on
+``--http-port`` for everything plain HTTP (server/http_app.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import json
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from server import http_api, protocol
+from server import http_app, protocol
 from server.builtin import load_builtin
-from server.catalog import Catalog, Entry
+from server.catalog import Catalog
+from server.clock import steady_wall_clock
 from server.config import BUILTIN_STREAM, DEFAULT_BUFFER_S, ServerConfig
+from server.ingest import Ingest
 from server.legacy import serve_legacy
+from server.live_driver import LiveDriver
 from server.live_session import serve_live
 from server.metrics import Metrics
 from server.replay_session import serve_replay
 from server.streams.live import LiveStream
-from server.streams.sink import WebSocketSink
-from server.streams.timeline import Timeline, steady_wall_clock
+from server.streams.store import FrameStore
+from server.streams.timeline import Timeline
+from server.transport import WebSocketSink, close_reason
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +45,26 @@ CATALOG_RESCAN_S = 2.0
 # keep a fetch streaming at loopback speed, small enough to bound a stalled client's memory.
 WRITE_LIMIT = 256 * 1024
 MISS_RESCAN_S = 1.0  # a request for an unknown recording rescans at most this often
+# Client messages are tiny: incoming data a connection can hold is max_size x max_queue.
+MAX_QUEUE = 4
 
 
 class App:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, clock: Callable[[], float] | None = None) -> None:
         self.config = config
+        self.clock = clock or steady_wall_clock()
         self.metrics = Metrics()
         self.catalog = Catalog(config.recordings)
-        self.live: dict[str, LiveStream] = {}
+        self.drivers: dict[str, LiveDriver] = {}  # live stream id -> its driver
+        self.ingest = Ingest(self)
         self.ready = False
         self.port: int | None = None
+        self.http_port: int | None = None
         self._server: Server | None = None
+        self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics.subscriber_counts = lambda: {
-            sid: len(stream.subscribers) for sid, stream in self.live.items()
+            sid: len(driver.stream.subscribers) for sid, driver in self.drivers.items()
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -54,6 +72,11 @@ class App:
     async def start(self) -> None:
         """Listen at once (so /healthz answers), then load recordings and become ready."""
         config = self.config
+        self._http = web.AppRunner(http_app.build(self), access_log=None)
+        await self._http.setup()
+        site = web.TCPSite(self._http, config.host, config.http_port)
+        await site.start()
+        self.http_port = self._http.addresses[0][1]
         self._server = await serve(
             self.handle_connection,
             config.host,
@@ -61,23 +84,25 @@ class App:
             process_request=self.process_request,
             compression=None,  # per-message deflate costs CPU per client and breaks encode-once
             max_size=protocol.HARD_MAX_MESSAGE,
+            max_queue=MAX_QUEUE,
             write_limit=WRITE_LIMIT,
             ping_interval=20,
             ping_timeout=20,
             close_timeout=SHUTDOWN_CLOSE_TIMEOUT,
-            origins=[*config.allowed_origins, None] if config.allowed_origins else None,
             server_header=protocol.SERVER_NAME,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("listening on http://%s:%d", config.host, self.port)
+        log.info(
+            "listening: WebSocket ws://%s:%d, HTTP http://%s:%d",
+            config.host, self.port, config.host, self.http_port,
+        )  # fmt: skip
         await asyncio.to_thread(self.catalog.scan)
         live_ids = config.live
         if not live_ids:
             recording = await asyncio.to_thread(load_builtin, config.builtin_rounds)
-            self.catalog.add_builtin(BUILTIN_STREAM, recording)
+            self.catalog.add_builtin(BUILTIN_STREAM, recording, Path(recording.name))
             live_ids = [BUILTIN_STREAM]
-        clock = steady_wall_clock()
-        epoch = config.epoch if config.epoch is not None else clock()
+        epoch = config.epoch if config.epoch is not None else self.clock()
         for stream_id in live_ids:
             entry = self.catalog.get(stream_id)
             if entry is None:
@@ -87,18 +112,32 @@ class App:
                 )
             loop = config.loop or stream_id == BUILTIN_STREAM
             timeline = Timeline(entry.recording, epoch, every=config.every, loop=loop)
-            stream = LiveStream(stream_id, timeline, self.metrics, config.burst, clock=clock)
-            self.live[stream_id] = stream
-            self._start_task(stream.run(), f"live stream {stream_id}")
+            self.add_stream(LiveStream(stream_id, timeline, self.metrics, config.burst))
         self._start_task(self._rescan(), "catalog rescan")
+        self._start_task(self.ingest.run(), "GSI ingest")
         self.ready = True
-        log.info("ready: live %s; %d recordings", ", ".join(self.live), len(self.catalog.entries))
+        log.info(
+            "ready: live %s; %d recordings; GSI matches %s",
+            ", ".join(self.drivers), len(self.catalog.entries),
+            ", ".join(config.gsi_tokens()) or "none",
+        )  # fmt: skip
 
-    def _start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    def add_stream(self, stream: LiveStream) -> LiveDriver:
+        """Serve ``stream`` at /live/<id> (replacing an ended one of the same id)."""
+        old = self.drivers.get(stream.id)
+        if old is not None:
+            old.task.cancel()
+        driver = LiveDriver(stream, self.clock)
+        driver.task = self._start_task(driver.run(), f"live stream {stream.id}")
+        self.drivers[stream.id] = driver
+        return driver
+
+    def _start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run a background task; if it ever dies, log why and stop claiming to be ready."""
         task = asyncio.create_task(coroutine, name=name)
         task.add_done_callback(self._task_ended)
-        self._tasks.append(task)
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
+        return task
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -117,9 +156,12 @@ class App:
                 await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_CLOSE_TIMEOUT + 2)
             except TimeoutError:
                 log.warning("some connections did not close in time; exiting anyway")
+        await self.ingest.shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.cleanup()
         log.info("stopped")
 
     async def run_until_signal(self) -> None:
@@ -138,10 +180,30 @@ class App:
             await asyncio.sleep(CATALOG_RESCAN_S)
             await asyncio.to_thread(self.catalog.scan)
 
-    # -- HTTP and routing ------------------------------------------------------------------
+    # -- what is served --------------------------------------------------------------------
 
     def describe_streams(self) -> dict[str, Any]:
-        return {"streams": [stream.describe(stream.clock()) for stream in self.live.values()]}
+        now = self.clock()
+        return {
+            "streams": [driver.stream.describe(now) for driver in self.drivers.values()],
+            "ports": http_app.describe_ports(self.port, self.http_port),
+        }
+
+    def find_replayable(self, name: str) -> tuple[str, FrameStore, dict[str, Any]] | None:
+        """A live match in play (its frames so far) or a recording, by id."""
+        match = self.ingest.replayable(name)
+        if match is not None:
+            return match
+        entry = self.catalog.get(name)
+        if entry is None:
+            return None
+        return entry.id, entry.recording, entry.describe()
+
+    def extra_routes(self) -> list[web.RouteDef]:
+        """HTTP routes of the map overviews (server/maps.py)."""
+        return []
+
+    # -- WebSocket routing -----------------------------------------------------------------
 
     def authorized(self, request: Request) -> bool:
         token = self.config.token
@@ -152,38 +214,57 @@ class App:
             given = given[7:].strip()
         else:
             given = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), token.encode())
+        return http_app.token_matches(given, token)
+
+    def origin_allowed(self, request: Request) -> bool:
+        """No Origin (not a browser), a configured one, or the page's own host (our HTTP port,
+        or one origin behind a proxy)."""
+        origin = request.headers.get("Origin")
+        if origin is None or origin in self.config.allowed_origins:
+            return True
+        host, _, port = (request.headers.get("Host") or "").rpartition(":")
+        if not host or not port.isdigit():  # no port: the Host of a proxy (an OpenShift Route)
+            host, port = request.headers.get("Host") or "", ""
+        page = urlsplit(origin)
+        same_host = page.hostname == host.strip("[]").lower()
+        return same_host and (not port or page.port in (self.http_port, self.port))
 
     async def process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         path = urlsplit(request.path).path
-        is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
-        needs_auth = (
-            is_upgrade or path in ("/metrics", "/recordings") or path.startswith("/recordings/")
-        )
-        if needs_auth and not self.authorized(request):
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            # Plain HTTP lives on the HTTP port: send browsers and scripts there.
+            host = (request.headers.get("Host") or "127.0.0.1").rsplit(":", 1)[0]
+            location = f"http://{host}:{self.http_port}{request.path}"
+            return Response(
+                308, "Permanent Redirect",
+                Headers([("Location", location), ("Content-Length", "0")]), b"",
+            )  # fmt: skip
+        if not self.origin_allowed(request):
+            self.metrics.refused["origin"] += 1
+            return _ws_error(
+                403, "origin_not_allowed", "this page's origin may not open WebSockets here; "
+                "start the server with --allowed-origins <origin>",
+            )  # fmt: skip
+        if not self.authorized(request):
             self.metrics.refused["unauthorized"] += 1
-            return http_api.error_response(
+            return _ws_error(
                 401, "unauthorized", "missing or wrong token: send 'Authorization: Bearer <token>'"
                 " or ?token=<token>",
             )  # fmt: skip
-        if not is_upgrade:
-            return await http_api.handle(self, path, request) or http_api.error_response(
-                404, "not_found", f"no such path: {path}; see /streams and /recordings"
-            )
         if not self.ready:
-            return http_api.error_response(
+            return _ws_error(
                 503, "not_ready", "the server is starting or stopping; retry in a few seconds"
             )
         if not (path == "/demodata" or path.startswith(("/live/", "/replay/"))):
-            return http_api.error_response(
+            return _ws_error(
                 404, "not_found", f"no WebSocket at {path}; use /live/<stream>, /replay/<recording>"
             )
         return None
 
     async def handle_connection(self, connection: ServerConnection) -> None:
-        path = urlsplit(connection.request.path).path
+        request = urlsplit(connection.request.path)
         metrics = self.metrics
         metrics.connections += 1
         metrics.connections_total += 1
@@ -195,36 +276,61 @@ class App:
                     f"server full ({self.config.max_connections} connections); retry later",
                 )
                 return
-            await self._route(connection, path)
+            await self._route(connection, request.path, parse_qs(request.query))
         finally:
             metrics.connections -= 1
 
-    async def _route(self, connection: ServerConnection, path: str) -> None:
+    async def _route(
+        self, connection: ServerConnection, path: str, query: dict[str, list[str]]
+    ) -> None:
         if path == "/demodata":
-            stream = next(iter(self.live.values()))
-            await serve_legacy(connection, stream, self.metrics)
-            return
-        kind, _, name = path.lstrip("/").partition("/")
-        if kind == "live" and name in self.live:
-            stream = self.live[name]
-            default_buffer = min(stream.max_buffer, int(DEFAULT_BUFFER_S * stream.timeline.rate))
-            await serve_live(connection, stream, self.metrics, default_buffer)
+            driver = self._legacy_driver(query.get("stream", [None])[0])
+            if driver is not None:
+                await serve_legacy(connection, driver.stream, self.clock, self.metrics)
+                return
+            kind, name = "live", query.get("stream", [""])[0]
+        else:
+            kind, _, name = path.lstrip("/").partition("/")
+        if kind == "live" and name in self.drivers:
+            driver = self.drivers[name]
+            rate = driver.stream.feed.rate
+            default_buffer = min(driver.stream.max_buffer, int(DEFAULT_BUFFER_S * rate))
+            await serve_live(connection, driver, self.metrics, default_buffer)
             return
         if kind == "replay":
-            entry = await asyncio.to_thread(self._find_recording, name)
-            if entry is not None:
-                await serve_replay(connection, entry, self.metrics)
+            found = self.find_replayable(name)
+            if found is None:
+                found = await asyncio.to_thread(self._rescan_for, name)
+            if found is not None:
+                await serve_replay(connection, *found, self.metrics)
                 return
-        known = ", ".join(self.live) if kind == "live" else ", ".join(self.catalog.entries)
+        known = self.drivers if kind == "live" else self.catalog.entries
         self.metrics.protocol_errors["unknown_stream"] += 1
         WebSocketSink(connection).write(
-            protocol.error("unknown_stream", f"no {kind} stream {name!r}; known: {known or 'none'}")
+            protocol.error(
+                "unknown_stream",
+                f"no {kind} stream {name[:100]!r}; known: {', '.join(known) or 'none'}",
+            )
         )
-        await connection.close(protocol.CLOSE_UNKNOWN_STREAM, f"unknown stream {name!r}")
+        await connection.close(
+            protocol.CLOSE_UNKNOWN_STREAM, close_reason(f"unknown stream {name!r}")
+        )
 
-    def _find_recording(self, name: str) -> Entry | None:
-        entry = self.catalog.get(name)
-        if entry is None:  # dropped in since the last scan?
-            self.catalog.scan_if_older(MISS_RESCAN_S)
-            entry = self.catalog.get(name)
-        return entry
+    def _legacy_driver(self, name: str | None) -> LiveDriver | None:
+        """The stream ``/demodata`` plays: the one named, else a live match in play, else the
+        first configured stream (the old client cannot name one)."""
+        if name is not None:
+            return self.drivers.get(name)
+        in_play = self.ingest.newest_in_play()
+        return self.drivers.get(in_play) if in_play else next(iter(self.drivers.values()))
+
+    def _rescan_for(self, name: str) -> tuple[str, FrameStore, dict[str, Any]] | None:
+        self.catalog.scan_if_older(MISS_RESCAN_S)  # dropped in since the last scan?
+        return self.find_replayable(name)
+
+
+def _ws_error(status: int, code: str, message: str) -> Response:
+    """A refused upgrade, as JSON like every HTTP error of this server."""
+    body = json.dumps({"error": code, "message": message}).encode()
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return Response(status, HTTPStatus(status).phrase, headers, body)

@@ -26,7 +26,7 @@ RECORDING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 class Entry:
     id: str
     recording: Recording
-    path: Path | None  # None for a built-in recording that lives in memory or a cache
+    path: Path  # the file (built-in recordings live in a cache folder)
     stamp: tuple[int, int]  # (size, mtime_ns) the recording was opened at
     _sha256: str | None = None
 
@@ -67,8 +67,11 @@ class Catalog:
         self._scan_lock = threading.Lock()  # scans run in worker threads; one at a time
         self._scanned_at = 0.0
 
-    def add_builtin(self, recording_id: str, recording: Recording) -> Entry:
-        entry = Entry(recording_id, recording, None, (0, 0))
+    def add_builtin(self, recording_id: str, recording: Recording, path: Path) -> Entry:
+        """A recording that lives outside the folder (the generated match, a finished live match
+        when no folder is set)."""
+        stat = path.stat()
+        entry = Entry(recording_id, recording, path, (stat.st_size, stat.st_mtime_ns))
         self.entries[recording_id] = entry
         self._builtin.add(recording_id)
         return entry

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from server import __version__
-from server.config import DEFAULT_PORT, ServerConfig
+from server.config import ConfigError, add_arguments, from_args
 
 DESCRIPTION = """\
 EEICT Stream: turns CS2 match data into seekable recordings and streams them to WebSocket
@@ -21,14 +21,6 @@ JSON protocol).
   eeict process demos/*.dem --out recordings
   eeict serve --recordings recordings --live NAME --loop
 """
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"EEICT_{name}", default)
-
-
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in (_env(name) or "").split(",") if item.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,57 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the WebSocket/HTTP server",
         description="Run the server. Every option can also be set by the EEICT_* variable shown.",
     )
-    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="[EEICT_HOST] %(default)s")
-    serve.add_argument(
-        "--port", type=int, default=int(_env("PORT", str(DEFAULT_PORT))),
-        help="[EEICT_PORT] one port for HTTP and WebSocket (default %(default)s; 0: any free)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--recordings", type=Path, default=_env("RECORDINGS"),
-        help="[EEICT_RECORDINGS] folder of .eeict recordings, watched for new files",
-    )  # fmt: skip
-    serve.add_argument(
-        "--live", nargs="+", default=_env_list("LIVE"), metavar="NAME",
-        help="[EEICT_LIVE, comma-separated] recordings to play as live streams "
-        "(default: the built-in generated match, looping)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--loop", action="store_true", default=_env("LOOP", "") in ("1", "true", "yes"),
-        help="[EEICT_LOOP=1] live streams start over at the end",
-    )  # fmt: skip
-    serve.add_argument(
-        "--every", type=int, default=int(_env("EVERY", "1")), metavar="N",
-        help="[EEICT_EVERY] live streams play every Nth tick, in real time (default 1)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--epoch", type=float, default=_env("EPOCH"), metavar="UNIX_SECONDS",
-        help="[EEICT_EPOCH] when live streams started (default: now); replicas given the same "
-        "epoch play the same tick at the same moment",
-    )  # fmt: skip
-    serve.add_argument(
-        "--burst", type=int, default=int(_env("BURST", "8")),
-        help="[EEICT_BURST] frames per tick message on live streams (default %(default)s)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--token", default=_env("TOKEN"),
-        help="[EEICT_TOKEN] require this token on WebSockets, /metrics and /recordings",
-    )  # fmt: skip
-    serve.add_argument(
-        "--allowed-origins", nargs="+", default=_env_list("ALLOWED_ORIGINS"), metavar="ORIGIN",
-        help="[EEICT_ALLOWED_ORIGINS] browser Origins allowed to open WebSockets (default: any)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--max-connections", type=int, default=int(_env("MAX_CONNECTIONS", "20000")),
-        help="[EEICT_MAX_CONNECTIONS] more are closed with code 1013 (default %(default)s)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--builtin-rounds", type=int, default=int(_env("BUILTIN_ROUNDS", "24")),
-        help="[EEICT_BUILTIN_ROUNDS] rounds in the built-in generated match (default %(default)s)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--log-level", default=_env("LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="[EEICT_LOG_LEVEL] %(default)s",
-    )  # fmt: skip
+    add_arguments(serve)
 
     process = commands.add_parser(
         "process",
@@ -136,24 +78,12 @@ def serve(args: argparse.Namespace) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    if args.recordings is not None and not args.recordings.is_dir():
-        print(f"error: --recordings {args.recordings} is not a folder", file=sys.stderr)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        config = from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        recordings=args.recordings,
-        live=args.live,
-        loop=args.loop,
-        every=max(1, args.every),
-        epoch=None if args.epoch is None else float(args.epoch),
-        burst=max(1, args.burst),
-        token=args.token or None,
-        allowed_origins=args.allowed_origins,
-        max_connections=args.max_connections,
-        builtin_rounds=args.builtin_rounds,
-        log_level=args.log_level,
-    )
     try:
         from uvloop import run
     except ImportError:  # uvloop does not build on Windows

@@ -1,9 +1,11 @@
-"""``/demodata``: the old Tornado server's protocol, fed from the same live stream.
+"""``/demodata``: the old Tornado server's protocol, fed from the same live streams.
 
-One JSON text message per tick, bursts of 16 ticks, the next burst when the client sends
-``{"request": "more ticks"}``, and ``EOF`` at the end. A client is never more than
-``MAX_AHEAD_S`` ahead of the shared playhead (an early request waits), and one that falls
-more than a second behind jumps to the live edge, since this protocol cannot say "skipped".
+One JSON text message per tick, bursts of 16 ticks, the next burst for each
+``{"request": "more ticks"}`` the client sends, and ``EOF`` at the end. Every request is
+answered: requests are counted as credit (as the fetch protocol's credit), so a client that
+sends several at once gets as many bursts. A client is never more than ``MAX_AHEAD_S`` ahead
+of the shared playhead (its bursts wait), and one that falls more than a second behind jumps
+to the live edge, since this protocol cannot say "skipped".
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from server.streams.live import LiveStream
 
 BURST = 16
 MAX_AHEAD_S = 10.0
+MAX_CREDIT = 64  # bursts a client may have asked for and not yet received
 MORE_TICKS = {"request": "more ticks"}
 
 
@@ -34,8 +37,7 @@ class LegacyEncoder:
     def text(self, seq: int) -> str:
         text = self._cache.get(seq)
         if text is None:
-            timeline = self.stream.timeline
-            text = json.dumps(timeline.recording.frame(timeline.index(seq)), separators=(",", ":"))
+            text = json.dumps(self.stream.feed.frame(seq), separators=(",", ":"))
             self._cache[seq] = text
             if len(self._cache) > 4 * 64 * 10:
                 self._cache.popitem(last=False)
@@ -45,30 +47,52 @@ class LegacyEncoder:
 _encoders: weakref.WeakKeyDictionary[LiveStream, LegacyEncoder] = weakref.WeakKeyDictionary()
 
 
-async def serve_legacy(connection: ServerConnection, stream: LiveStream, metrics: Metrics) -> None:
+class Credit:
+    """Bursts the client asked for; the first one is granted unasked, as the old server did."""
+
+    def __init__(self) -> None:
+        self.bursts = 1
+        self.changed = asyncio.Event()
+        self.closed = False
+
+    def grant(self) -> bool:
+        if self.bursts >= MAX_CREDIT:
+            return False
+        self.bursts += 1
+        self.changed.set()
+        return True
+
+
+async def serve_legacy(
+    connection: ServerConnection, stream: LiveStream, clock, metrics: Metrics
+) -> None:
     encoder = _encoders.get(stream) or _encoders.setdefault(stream, LegacyEncoder(stream))
-    timeline = stream.timeline
-    requested = asyncio.Event()
-    requested.set()  # the first burst goes out unasked, as the old server did
-    reader = asyncio.create_task(_read_requests(connection, requested, metrics))
-    next_seq = timeline.playhead(stream.clock())
-    max_ahead = int(MAX_AHEAD_S * timeline.rate)
+    feed = stream.feed
+    credit = Credit()
+    reader = asyncio.create_task(_read_requests(connection, credit, metrics))
+    next_seq = max(0, feed.playhead(clock()))
+    max_ahead = int(MAX_AHEAD_S * feed.rate)
     try:
         while True:
-            await requested.wait()
-            if reader.done():  # the client left (the reader sets the event on its way out)
+            if credit.bursts == 0:
+                credit.changed.clear()
+                await credit.changed.wait()
+            if credit.closed:  # the client left
                 break
-            playhead = timeline.playhead(stream.clock())
-            if playhead - next_seq > timeline.rate:
+            playhead = feed.playhead(clock())
+            if playhead - next_seq > feed.rate:
                 next_seq = playhead
-            if next_seq + BURST > playhead + max_ahead:
-                await asyncio.sleep((next_seq + BURST - playhead - max_ahead) / timeline.rate)
-                continue
-            requested.clear()
             stop = next_seq + BURST
-            end = timeline.end()
+            end, available = feed.end(), feed.available()
             if end is not None:
                 stop = min(stop, end)
+            wait_frames = max(stop - playhead - max_ahead, 0)
+            if available is not None and stop > available:
+                wait_frames = max(wait_frames, 1)  # a match in play: its frames do not exist yet
+            if wait_frames:
+                await asyncio.sleep(wait_frames / feed.rate)
+                continue
+            credit.bursts -= 1
             for seq in range(next_seq, stop):
                 text = encoder.text(seq)
                 await connection.send(text)
@@ -83,25 +107,24 @@ async def serve_legacy(connection: ServerConnection, stream: LiveStream, metrics
         reader.cancel()
 
 
-async def _read_requests(
-    connection: ServerConnection, requested: asyncio.Event, metrics: Metrics
-) -> None:
+async def _read_requests(connection: ServerConnection, credit: Credit, metrics: Metrics) -> None:
     try:
         async for message in connection:
             try:
                 request = json.loads(message)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, RecursionError):
                 request = None
             if request == MORE_TICKS:
-                requested.set()
+                if credit.grant():
+                    continue
+                message = f"{MAX_CREDIT} bursts already requested; wait for them"
+                error = {"error": "too_many_requests", "message": message}
             else:
-                metrics.protocol_errors["legacy_bad_request"] += 1
-                await connection.send(
-                    json.dumps(
-                        {"error": "bad_request", "message": 'send {"request": "more ticks"}'}
-                    )
-                )
+                error = {"error": "bad_request", "message": 'send {"request": "more ticks"}'}
+            metrics.protocol_errors["legacy_bad_request"] += 1
+            await connection.send(json.dumps(error))
     except ConnectionClosed:
         pass
     finally:
-        requested.set()
+        credit.closed = True
+        credit.changed.set()

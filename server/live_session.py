@@ -1,78 +1,92 @@
-"""One WebSocket connection subscribed to a live stream: a thin shell around LiveStream."""
+"""One WebSocket connection subscribed to a live stream: a thin shell around LiveStream.
+
+The stream decides what to send (``Output``); this shell performs it, answers requests and
+wakes the stream's driver when a subscription changes.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from server import protocol
+from server.live_driver import LiveDriver
 from server.metrics import Metrics
+from server.session_errors import RequestErrors
 from server.streams.live import LiveStream, LiveSubscriber
-from server.streams.sink import WebSocketSink
+from server.transport import WebSocketSink, perform
 
 LIVE_REQUESTS = frozenset({"subscribe", "buffer", "unsubscribe", "ping"})
 
 
+class LiveSession:
+    def __init__(
+        self,
+        connection: ServerConnection,
+        driver: LiveDriver,
+        metrics: Metrics,
+        default_buffer: int,
+    ) -> None:
+        self.connection = connection
+        self.driver = driver
+        self.stream: LiveStream = driver.stream
+        self.clock: Callable[[], float] = driver.clock
+        self.sink = WebSocketSink(connection)
+        self.default_buffer = default_buffer
+        self.subscriber: LiveSubscriber | None = None
+        self.errors = RequestErrors(connection.send, metrics, self.stream.id)
+
+    async def run(self) -> None:
+        """Answer requests; the stream itself writes the frames.
+
+        Replies are awaited (``send`` waits while the connection's buffer is full), so a
+        client that floods requests without reading stops being read instead of growing
+        server memory.
+        """
+        await self.connection.send(self.stream.hello(self.clock()))
+        try:
+            async for message in self.connection:
+                async with self.errors.guard() as attempt:
+                    attempt.request = protocol.decode_request(message, LIVE_REQUESTS)
+                    await self._apply(attempt.request)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.subscriber is not None:
+                self.stream.unsubscribe(self.subscriber)
+
+    async def _apply(self, request: protocol.Request) -> None:
+        stream, kind = self.stream, request.type
+        if kind == "ping":
+            pong = {"type": "pong", "id": request.id, "server_time": self.clock()}
+            await self.connection.send(protocol.pack(pong))
+        elif kind == "subscribe":
+            buffer = request.get("buffer", self.default_buffer)
+            stream.check_request(buffer, request.get("resume_seq"))
+            if self.subscriber is not None:
+                stream.unsubscribe(self.subscriber)
+            reply = {"type": "subscribed", "stream": stream.id, "buffer": buffer}
+            await self.connection.send(protocol.pack(reply))
+            self.subscriber, output = stream.subscribe(
+                self.sink, buffer, self.clock(), request.get("resume_seq"), request.get("epoch")
+            )
+            perform(output)
+            self.driver.wake()
+        elif kind == "buffer":
+            if self.subscriber is None:
+                raise protocol.ProtocolError("not_subscribed", "send subscribe before buffer")
+            perform(stream.set_buffer(self.subscriber, request["ticks"], self.clock()))
+            self.driver.wake()
+        elif kind == "unsubscribe":
+            if self.subscriber is not None:
+                stream.unsubscribe(self.subscriber)
+            await self.connection.send(protocol.pack({"type": "unsubscribed", "stream": stream.id}))
+            self.subscriber = None
+
+
 async def serve_live(
-    connection: ServerConnection, stream: LiveStream, metrics: Metrics, default_buffer: int
+    connection: ServerConnection, driver: LiveDriver, metrics: Metrics, default_buffer: int
 ) -> None:
-    """Answer requests; the stream itself writes the frames.
-
-    Replies are awaited (``send`` waits while the connection's buffer is full), so a client
-    that floods requests without reading stops being read instead of growing server memory.
-    """
-    sink = WebSocketSink(connection)
-    await connection.send(stream.hello(stream.clock()))
-    subscriber: LiveSubscriber | None = None
-    try:
-        async for message in connection:
-            request = None
-            try:
-                request = protocol.decode_request(message, LIVE_REQUESTS)
-                subscriber = await _apply(
-                    request, connection, stream, sink, subscriber, default_buffer
-                )
-            except protocol.ProtocolError as exc:
-                if request is not None:
-                    exc.request_id = request.id
-                metrics.protocol_errors[exc.code] += 1
-                await connection.send(exc.reply())
-    except ConnectionClosed:
-        pass
-    finally:
-        if subscriber is not None:
-            stream.unsubscribe(subscriber)
-
-
-async def _apply(
-    request: protocol.Request,
-    connection: ServerConnection,
-    stream: LiveStream,
-    sink: WebSocketSink,
-    subscriber: LiveSubscriber | None,
-    default_buffer: int,
-) -> LiveSubscriber | None:
-    kind = request.type
-    if kind == "ping":
-        await connection.send(
-            protocol.pack({"type": "pong", "id": request.id, "server_time": stream.clock()})
-        )
-    elif kind == "subscribe":
-        buffer = request.get("buffer", default_buffer)
-        stream.check_request(buffer, request.get("resume_seq"))
-        if subscriber is not None:
-            stream.unsubscribe(subscriber)
-        await connection.send(
-            protocol.pack({"type": "subscribed", "stream": stream.id, "buffer": buffer})
-        )
-        subscriber = stream.subscribe(sink, buffer, request.get("resume_seq"))
-    elif kind == "buffer":
-        if subscriber is None:
-            raise protocol.ProtocolError("not_subscribed", "send subscribe before buffer")
-        stream.set_buffer(subscriber, request["ticks"])
-    elif kind == "unsubscribe":
-        if subscriber is not None:
-            stream.unsubscribe(subscriber)
-        await connection.send(protocol.pack({"type": "unsubscribed", "stream": stream.id}))
-        subscriber = None
-    return subscriber
+    await LiveSession(connection, driver, metrics, default_buffer).run()

@@ -27,6 +27,10 @@ class Metrics:
         self.protocol_errors = Counter[str]()  # error code -> count
         self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
         self.lag_sum = 0.0
+        self.delay_counts = [0] * (len(LAG_BUCKETS) + 1)
+        self.delay_sum = 0.0
+        self.ingest_posts = Counter[str]()  # match -> accepted posts
+        self.ingest_errors = Counter[str]()  # reason -> refused posts
         self.subscriber_counts: Callable[[], dict[str, int]] = dict
 
     def sent(self, stream: str, frames: int, size: int) -> None:
@@ -45,6 +49,13 @@ class Metrics:
     def observe_lag(self, seconds: float) -> None:
         self.lag_counts[bisect.bisect_left(LAG_BUCKETS, seconds)] += 1
         self.lag_sum += seconds
+
+    def observe_delivery_delay(self, seconds: float) -> None:
+        self.delay_counts[bisect.bisect_left(LAG_BUCKETS, seconds)] += 1
+        self.delay_sum += seconds
+
+    def exposition(self) -> tuple[bytes, str]:
+        return self.render().encode(), "text/plain; version=0.0.4"
 
     def render(self) -> str:
         lines: list[str] = []

@@ -105,7 +105,7 @@ class Request:
 # Field kinds: "int", "number", "str"; a trailing "?" marks the field optional.
 REQUEST_FIELDS: dict[str, dict[str, str]] = {
     "ping": {},
-    "subscribe": {"buffer": "int?", "resume_seq": "int?"},
+    "subscribe": {"buffer": "int?", "resume_seq": "int?", "epoch": "number?"},
     "buffer": {"ticks": "int"},
     "unsubscribe": {},
     # Replay sessions (server/streams/playback.py).

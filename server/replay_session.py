@@ -1,4 +1,4 @@
-"""One WebSocket connection on a recording: its own playback session plus range fetches.
+"""One WebSocket connection on a recording or a live match: its own playback plus range fetches.
 
 A thin shell: Playback and Fetch decide what to send; this module awaits the socket, so a
 client that stops reading holds back only itself, with memory bounded by websockets' write
@@ -15,11 +15,12 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from server import protocol
-from server.catalog import Entry
 from server.config import DEFAULT_BUFFER_S
 from server.metrics import Metrics
+from server.session_errors import RequestErrors
 from server.streams.fetch import Fetch
-from server.streams.playback import Playback
+from server.streams.playback import EDGE_POLL_S, Playback
+from server.streams.store import FrameStore
 
 REPLAY_REQUESTS = frozenset(
     {"play", "pause", "speed", "seek", "step", "buffer", "fetch", "credit", "cancel", "ping"}
@@ -29,16 +30,25 @@ OUTBOX_LIMIT = 64
 
 
 class ReplaySession:
-    def __init__(self, connection: ServerConnection, entry: Entry, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        connection: ServerConnection,
+        stream_id: str,
+        store: FrameStore,
+        description: dict,
+        metrics: Metrics,
+    ) -> None:
         self.connection = connection
-        self.entry = entry
+        self.id = stream_id
+        self.store = store
+        self.description = description
         self.metrics = metrics
-        rate = float(entry.recording.meta["tickrate"])
+        rate = float(store.meta["tickrate"])
         self.max_buffer = int(MAX_BUFFER_S * rate)
-        self.count_frames = metrics.frame_counter(entry.id)
+        self.count_frames = metrics.frame_counter(stream_id)
         self.playback = Playback(
-            entry.id,
-            entry.recording,
+            stream_id,
+            store,
             int(DEFAULT_BUFFER_S * rate),
             time.monotonic(),
             on_frames=self.count_frames,
@@ -47,9 +57,10 @@ class ReplaySession:
         # Replies waiting for the writer; when full, requests are no longer read.
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         self.wake = asyncio.Event()
+        self.errors = RequestErrors(self._reply, metrics, stream_id)
 
     async def run(self) -> None:
-        meta = self.entry.recording.meta
+        meta = self.store.meta
         await self.connection.send(
             protocol.pack(
                 {
@@ -57,7 +68,8 @@ class ReplaySession:
                     "server": protocol.SERVER_NAME,
                     "protocol": protocol.PROTOCOL_VERSION,
                     "server_time": time.time(),
-                    "stream": self.entry.describe(),
+                    "stream": self.description,
+                    "live": not self.store.complete,
                     "rounds": [
                         {"round": n, "tick": tick}
                         for n, tick in enumerate(meta["round_starts"], start=1)
@@ -98,6 +110,9 @@ class ReplaySession:
                     if self.fetch is fetch:  # not replaced by a new fetch while we sent
                         self.fetch = None
                     continue
+                if self.fetch.credit > 0:  # waiting for a growing store's next frames
+                    edge = time.monotonic() + EDGE_POLL_S
+                    wake = edge if wake is None else min(wake, edge)
             if not self.outbox.empty():
                 continue
             self.wake.clear()
@@ -107,21 +122,15 @@ class ReplaySession:
 
     async def _send(self, message: bytes) -> None:
         await self.connection.send(message)
-        self.metrics.sent(self.entry.id, 0, len(message))  # frames: counted as they are made
+        self.metrics.sent(self.id, 0, len(message))  # frames: counted as they are made
 
     async def _read(self) -> None:
         try:
             async for message in self.connection:
-                request = None
-                try:
-                    request = protocol.decode_request(message, REPLAY_REQUESTS)
-                    for reply in self._apply(request, time.monotonic()):
+                async with self.errors.guard() as attempt:
+                    attempt.request = protocol.decode_request(message, REPLAY_REQUESTS)
+                    for reply in self._apply(attempt.request, time.monotonic()):
                         await self._reply(reply)
-                except protocol.ProtocolError as exc:
-                    if request is not None:
-                        exc.request_id = request.id
-                    self.metrics.protocol_errors[exc.code] += 1
-                    await self._reply(exc.reply())
                 self.wake.set()
         except ConnectionClosed:
             pass
@@ -163,8 +172,8 @@ class ReplaySession:
             return playback.seek_round(request["round"], now)
         if kind == "fetch":
             self.fetch = Fetch(
-                self.entry.id,
-                self.entry.recording,
+                self.id,
+                self.store,
                 request["from_tick"],
                 request["to_tick"],
                 request.get("credit", 1024),
@@ -179,9 +188,15 @@ class ReplaySession:
             return []
         if kind == "cancel":
             self.fetch = None
-            return [protocol.pack({"type": "fetch_cancelled", "stream": self.entry.id})]
+            return [protocol.pack({"type": "fetch_cancelled", "stream": self.id})]
         raise AssertionError(kind)
 
 
-async def serve_replay(connection: ServerConnection, entry: Entry, metrics: Metrics) -> None:
-    await ReplaySession(connection, entry, metrics).run()
+async def serve_replay(
+    connection: ServerConnection,
+    stream_id: str,
+    store: FrameStore,
+    description: dict,
+    metrics: Metrics,
+) -> None:
+    await ReplaySession(connection, stream_id, store, description, metrics).run()

@@ -68,7 +68,7 @@ async def start_app(tmp_path):
 
     async def start(**options) -> App:
         options.setdefault("recordings", tmp_path)
-        app = App(ServerConfig(host="127.0.0.1", port=0, **options))
+        app = App(ServerConfig(host="127.0.0.1", port=0, http_port=0, **options))
         await app.start()
         apps.append(app)
         return app

@@ -37,14 +37,15 @@ class ServerProcess:
     """One ``eeict serve`` child; ``start()`` again after ``stop()`` reuses the same port."""
 
     args: tuple[str, ...]
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=free_port)  # WebSocket
+    http_port: int = field(default_factory=free_port)
     env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def ws_url(self) -> str:
@@ -61,7 +62,7 @@ class ServerProcess:
             os.close(fd)
             self.log_path = Path(name)
         command = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), *self.args]
+        command += ["--port", str(self.port), "--http-port", str(self.http_port), *self.args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 command,

@@ -7,8 +7,9 @@ import pytest
 
 from server.metrics import Metrics
 from server.protocol import CLOSE_SLOW_CONSUMER, ProtocolError
-from server.streams.live import FlowLimits, LiveStream
+from server.streams.live import BLOCKED_POLL_S, FlowLimits, LiveStream
 from server.streams.timeline import Timeline
+from server.transport import perform
 
 RATE = 64.0
 
@@ -53,9 +54,28 @@ class Clock:
         return self.now
 
 
+class Driven:
+    """A LiveStream whose decisions are performed on fake sinks at once, as the driver does."""
+
+    def __init__(self, stream: LiveStream, clock: Clock) -> None:
+        self.stream, self.clock = stream, clock
+        self.timeline = stream.feed
+
+    def subscribe(self, sink, buffer, resume_seq=None):
+        sub, output = self.stream.subscribe(sink, buffer, self.clock.now, resume_seq)
+        perform(output)
+        return sub
+
+    def step(self, now):
+        perform(self.stream.step(now))
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def make_stream(recording, clock, loop=False, every=1, limits=None, burst=8):
     timeline = Timeline(recording, epoch=clock.now, every=every, loop=loop)
-    return LiveStream("s", timeline, Metrics(), burst=burst, limits=limits, clock=clock)
+    return Driven(LiveStream("s", timeline, Metrics(), burst=burst, limits=limits), clock)
 
 
 def advance(stream, clock, frames: int) -> None:
@@ -216,30 +236,47 @@ def test_a_clock_stepping_back_does_not_lose_subscribers(make_recording):
     assert seqs[-1] >= stream.timeline.playhead(clock.now) + 16 - 8
 
 
-async def test_an_ended_stream_with_a_blocked_subscriber_does_not_spin(make_recording):
-    import asyncio
-    import time
-
-    rec = make_recording(64)
-    timeline = Timeline(rec, epoch=time.time(), loop=False)
-    stream = LiveStream("s", timeline, Metrics(), limits=FlowLimits(close_after_s=60))
+def test_an_ended_stream_sleeps_and_polls_only_blocked_subscribers(make_recording):
+    rec, clock = make_recording(64), Clock()
+    stream = make_stream(rec, clock, limits=FlowLimits(close_after_s=60))
     sink = FakeSink()
     stream.subscribe(sink, buffer=8)
     sink.backlog = 10**9  # blocked for good
-    steps = 0
-    original = stream.step
+    advance(stream, clock, 80)  # the 64-frame stream ends after 1 s
+    assert stream.feed.ended(stream.feed.playhead(clock.now))
+    assert stream.next_wake(clock.now) == pytest.approx(clock.now + BLOCKED_POLL_S)
+    stream.unsubscribe(next(iter(stream.subscribers)))
+    assert stream.next_wake(clock.now) is None  # nothing to do until someone subscribes
 
-    def counting_step(now):
-        nonlocal steps
-        steps += 1
-        original(now)
 
-    stream.step = counting_step
-    await asyncio.sleep(1.2)  # the 64-frame stream ends after 1 s
-    task = asyncio.create_task(stream.run())
-    await asyncio.sleep(0.5)
-    task.cancel()
-    assert steps <= 0.5 / 0.05 + 3  # polled every 50 ms, not in a busy loop
+def test_a_live_feed_wakes_nobody_by_the_clock_and_ends_its_subscribers():
+    from server.streams.feed import GrowingFeed
+    from server.streams.store import GrowingStore
+
+    clock = Clock()
+    store = GrowingStore("m", {"map": "de_mirage", "tickrate": RATE, "teams": {}})
+    feed = GrowingFeed(store, epoch=clock.now, source="gsi")
+    stream = Driven(LiveStream("m", feed, Metrics(), burst=8), clock)
+    early = FakeSink()
+    stream.subscribe(early, buffer=64)  # before the first frame: waits for it
+    for tick in range(20):
+        clock.now += 1 / RATE
+        feed.append({"tick": tick, "players": []}, clock.now, clock.now - 0.5)
+        stream.step(clock.now)
+        assert stream.next_wake(clock.now) is None  # frames come by push, not by the clock
+    assert early.seqs() == list(range(16))  # whole bursts only, as they fill
+    late = FakeSink()
+    stream.subscribe(late, buffer=64)
+    assert late.seqs() == [19]  # joins at the newest frame at once
+    feed.set_stale(True, clock.now)
+    stream.step(clock.now)
+    assert [m["stale"] for m in early.messages if m["type"] == "stale"] == [True]
+    store.finish()
+    stream.step(clock.now)
+    assert early.seqs() == list(range(20)) and early.messages[-1] == {
+        "type": "end", "stream": "m", "seq": 20
+    }  # fmt: skip
+    assert not stream.subscribers
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
@@ -251,3 +288,14 @@ def test_prepared_frames_match_what_websockets_would_send(size):
     payload = bytes(range(256)) * (size // 256 + 1)
     payload = payload[:size]
     assert binary_frame(payload) == Frame(Opcode.BINARY, payload).serialize(mask=False)
+
+
+def test_the_stream_logic_knows_no_sockets_clocks_or_event_loops():
+    from pathlib import Path
+
+    import server.streams
+
+    for module in Path(server.streams.__file__).parent.glob("*.py"):
+        source = module.read_text()
+        for banned in ("import asyncio", "import websockets", "from websockets", "import time"):
+            assert banned not in source, f"{module.name} uses {banned!r}"

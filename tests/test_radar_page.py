@@ -46,10 +46,11 @@ def _require_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[tuple[ServerProcess, Recording]]:
+def server(tmp_path_factory, other_origin) -> Iterator[tuple[ServerProcess, Recording]]:
     folder = tmp_path_factory.mktemp("recordings")
     recording = Recording.open(write_match(folder))
-    with server_process("--recordings", str(folder), "--live", "match", "--loop") as srv:
+    args = ("--recordings", str(folder), "--live", "match", "--loop")
+    with server_process(*args, "--allowed-origins", other_origin) as srv:
         yield srv, recording
 
 
@@ -174,7 +175,7 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def other_origin() -> Iterator[str]:
     """The server/ folder on a plain file server, like someone opening the page elsewhere."""
     handler = functools.partial(_QuietFiles, directory=str(ROOT / "server"))

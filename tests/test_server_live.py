@@ -56,7 +56,7 @@ async def subscribe(ws, **fields) -> dict:
 async def test_ticks_in_order_at_pace_and_within_the_buffer(start_app, write_tiny):
     frames = write_tiny()
     app = await start_app(live=["tiny"], loop=True)
-    stream = app.live["tiny"]
+    stream = app.drivers["tiny"].stream
     async with connect(url(app, "/live/tiny")) as ws:
         hello = await subscribe(ws, buffer=32)
         assert hello["stream"]["tickrate"] == 64 and hello["server"].startswith("eeict-stream/")
@@ -65,9 +65,9 @@ async def test_ticks_in_order_at_pace_and_within_the_buffer(start_app, write_tin
     assert got == list(range(got[0], got[0] + len(got)))
     for arrival, message in tick_messages(messages):
         last = message["seq"] + len(message["frames"]) - 1
-        assert last <= stream.timeline.playhead(arrival) + 32  # never beyond the buffer
+        assert last <= stream.feed.playhead(arrival) + 32  # never beyond the buffer
         for i, frame in enumerate(message["frames"]):
-            assert frame == frames[stream.timeline.index(message["seq"] + i)]
+            assert frame == frames[stream.feed.index(message["seq"] + i)]
     # 3 s at 64/s plus the initial 32-frame buffer; generous bounds for a noisy machine.
     assert 3 * 64 * 0.8 + 32 <= len(got) <= 3 * 64 + 32 + 8
 
@@ -93,7 +93,7 @@ async def test_late_joiner_starts_at_the_live_edge(start_app, write_tiny):
     await asyncio.sleep(1.0)
     async with connect(url(app, "/live/tiny")) as ws:
         await subscribe(ws, buffer=0)
-        joined = app.live["tiny"].timeline.playhead(time.time())
+        joined = app.drivers["tiny"].stream.feed.playhead(time.time())
         first = (await recv(ws))["seq"]
     assert joined - 2 <= first <= joined
     assert first >= 60  # not from the start
@@ -102,7 +102,7 @@ async def test_late_joiner_starts_at_the_live_edge(start_app, write_tiny):
 async def test_slow_client_is_skipped_or_closed_while_others_keep_their_rate(start_app, write_tiny):
     write_tiny(count=3000, players=10, pad=2000)  # ~20 KB frames: a stalled reader fills up fast
     app = await start_app(live=["tiny"], loop=True)
-    stream = app.live["tiny"]
+    stream = app.drivers["tiny"].stream
     stream.limits = FlowLimits(high_water=64 * 1024, low_water=16 * 1024, close_after_s=2.0)
     small = socket.socket()
     small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -194,7 +194,7 @@ async def test_token_is_required_when_configured(start_app, write_tiny):
     def get(path, headers):
         import urllib.request
 
-        request = urllib.request.Request(f"http://127.0.0.1:{app.port}{path}", headers=headers)
+        request = urllib.request.Request(f"http://127.0.0.1:{app.http_port}{path}", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 return response.status
@@ -262,7 +262,7 @@ async def test_http_endpoints(start_app, write_tiny):
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{app.port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{app.http_port}{path}", timeout=5) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()

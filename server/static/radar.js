@@ -47,9 +47,14 @@ function httpBase() {
   return given || location.origin;
 }
 
+// Where the server listens ({ws, http} from /streams): WebSockets have their own port, except
+// behind a proxy (an OpenShift Route) that serves both on one origin.
+let ports = null;
+
 function wsUrl(path) {
   const url = new URL(path, httpBase()); // http -> ws, https -> wss
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  if (ports && url.port === String(ports.http)) url.port = String(ports.ws);
   if (token) url.searchParams.set("token", token);
   return url.href;
 }
@@ -92,7 +97,9 @@ async function listAll() {
   };
   const errors = [];
   try {
-    const { streams } = await getJson("/streams");
+    const catalog = await getJson("/streams");
+    const { streams } = catalog;
+    ports = catalog.ports;
     fill($("streams"), streams, "live", (s) => `${s.id} (${s.map}, ${s.subscribers} watching)`);
   } catch (err) {
     errors.push(err.message);

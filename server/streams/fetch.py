@@ -1,15 +1,17 @@
 """Range fetch: frames of a tick range as fast as the client's credit allows, then a count.
 
 The client grants credit in frames; the server never has more frames in flight than granted.
-Chunks are slices of the recording's pre-encoded frames wrapped in a ``ticks`` envelope.
+Chunks are slices of the store's pre-encoded frames wrapped in a ``ticks`` envelope. On a store
+that is still growing (a live match), a range reaching past the newest frame is served as its
+frames arrive, and ends when they have or the match ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from processing.recording import Recording
 from server import protocol
+from server.streams.store import FrameStore
 
 CHUNK_FRAMES = 256  # per message at most, and
 CHUNK_BYTES = 512 * 1024  # well under the 1 MiB that websockets clients accept by default
@@ -19,7 +21,7 @@ class Fetch:
     def __init__(
         self,
         stream_id: str,
-        recording: Recording,
+        store: FrameStore,
         from_tick: int,
         to_tick: int,
         credit: int,
@@ -27,10 +29,10 @@ class Fetch:
         resume_after: int | None = None,
         on_frames: Callable[[int], None] = lambda frames: None,
     ) -> None:
-        meta = recording.meta
+        meta = store.meta
         if from_tick > to_tick:
             raise protocol.ProtocolError("bad_range", f"from_tick {from_tick} > to_tick {to_tick}")
-        if to_tick < meta["first_tick"] or from_tick > meta["last_tick"]:
+        if to_tick < meta["first_tick"] or (store.complete and from_tick > meta["last_tick"]):
             raise protocol.ProtocolError(
                 "out_of_range",
                 f"ticks {from_tick}..{to_tick} are outside the recording "
@@ -39,11 +41,11 @@ class Fetch:
         if credit < 1:
             raise protocol.ProtocolError("bad_field", "credit must be at least 1 frame")
         self.id = stream_id
-        self.recording = recording
+        self.store = store
         self.request_id = request_id
+        self.to_tick = to_tick
         start_tick = from_tick if resume_after is None else max(from_tick, resume_after + 1)
-        self.next = recording.index_at_or_after(start_tick)
-        self.stop = recording.index_at_or_after(to_tick + 1)
+        self.next = store.index_at_or_after(start_tick)
         self.credit = credit
         self.sent = 0
         self.on_frames = on_frames  # told how many frames each message carries
@@ -51,8 +53,16 @@ class Fetch:
         self.last_tick: int | None = None
 
     @property
+    def stop(self) -> int:
+        """One past the last index in range among the frames that exist now."""
+        return self.store.index_at_or_after(self.to_tick + 1)
+
+    @property
     def done(self) -> bool:
-        return self.next >= self.stop
+        if self.next < self.stop:
+            return False
+        store = self.store
+        return store.complete or (store.frame_count > 0 and store.ticks[-1] >= self.to_tick)
 
     def add_credit(self, frames: int) -> None:
         if frames < 1:
@@ -61,21 +71,19 @@ class Fetch:
 
     def next_message(self) -> bytes | None:
         """The next chunk if credit allows, the closing ``fetch_end`` when done, else None."""
-        if self.done:
-            return None
         count = min(self.stop - self.next, self.credit, CHUNK_FRAMES)
         if count <= 0:
             return None
         start = self.next
-        count = self.recording.frames_within(start, count, CHUNK_BYTES)
-        data = self.recording.frames_bytes(start, start + count)
+        count = self.store.frames_within(start, count, CHUNK_BYTES)
+        data = self.store.frames_bytes(start, start + count)
         self.next += count
         self.credit -= count
         self.sent += count
         self.on_frames(count)
         if self.first_tick is None:
-            self.first_tick = int(self.recording.ticks[start])
-        self.last_tick = int(self.recording.ticks[start + count - 1])
+            self.first_tick = int(self.store.ticks[start])
+        self.last_tick = int(self.store.ticks[start + count - 1])
         return protocol.ticks_envelope(self.id, start, count, data, fetch=self.request_id)
 
     def end_message(self) -> bytes:

@@ -1,30 +1,35 @@
 """Live streams: one shared playhead, encode once, send many, with per-subscriber flow control.
 
-``LiveStream.step(now)`` is the whole stream logic and touches no socket or clock itself: it
-writes to Sinks and is driven by ``run()`` (one asyncio task per stream) or, in tests, by a fake
-clock. Each subscriber says how many frames ahead of the playhead it wants (its buffer); the
-stream sends aligned bursts of ``burst`` frames as soon as they fit in that window, so
-subscribers with the same buffer share the very same bytes object.
+``LiveStream`` is the whole stream logic as a state machine: every call takes ``now`` and
+returns an ``Output`` (which bytes go to which subscribers, in order, and which connections to
+close), the way websockets' protocol core returns data to send. It never touches a socket, a
+clock or an event loop; server/live_driver.py performs the output and owns the timer.
+
+Each subscriber says how many frames ahead of the playhead it wants (its buffer); the stream
+sends aligned bursts of ``burst`` frames as soon as they fit in that window, so subscribers with
+the same buffer share the very same bytes object. Frames come from a ``LiveFeed``: a recording
+on a clock or a match in play.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server import protocol
 from server.metrics import Metrics
-from server.streams.sink import Sink, write_all
-from server.streams.timeline import Timeline
+from server.streams.feed import LiveFeed
+from server.streams.sink import Sink
 
 log = logging.getLogger(__name__)
 
 BLOCKED_POLL_S = 0.05  # how often blocked subscribers are checked for having drained
+
+# Outbox order within one output: stale notices, then by seq (a skip before the bursts that
+# follow it, bursts, then the end).
+_NOTICE, _SKIP, _BURST, _END = range(4)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,14 @@ class FlowLimits:
     close_after_s: float = 10.0  # a client blocked this long is closed
     max_buffer_s: float = 30.0  # largest buffer a client may ask for
     resume_window_s: float = 30.0  # how far back a reconnecting subscriber can resume
+
+
+@dataclass
+class Output:
+    """What one call decided: messages for groups of sinks in send order, and closes."""
+
+    sends: list[tuple[bytes, list[Sink]]] = field(default_factory=list)
+    closes: list[tuple[Sink, int, str]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -55,60 +68,57 @@ class LiveStream:
     def __init__(
         self,
         stream_id: str,
-        timeline: Timeline,
+        feed: LiveFeed,
         metrics: Metrics,
         burst: int = 8,
         limits: FlowLimits | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.id = stream_id
-        self.timeline = timeline
+        self.feed = feed
         self.metrics = metrics
         self.burst = burst
         self.limits = limits or FlowLimits()
-        self.clock = clock
         self.subscribers: set[LiveSubscriber] = set()
         self._due: dict[int, list[LiveSubscriber]] = {}
         self._blocked: set[LiveSubscriber] = set()
         self._last_step = -1
+        self._stale_told = False
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        # Messages of the current step, by seq range: (bytes, the sinks they go to).
-        self._outbox: dict[tuple[int, int], tuple[bytes, list[Sink]]] = {}
-        end = timeline.end()
-        self._end_message = protocol.pack({"type": "end", "stream": stream_id, "seq": end})
-        self._wake = asyncio.Event()
+        self._outbox: dict[tuple[int, int, int], tuple[bytes, list[Sink]]] = {}
+        self._closes: list[tuple[Sink, int, str]] = []
 
     # -- catalog ---------------------------------------------------------------------------
 
     def describe(self, now: float) -> dict[str, Any]:
-        meta = self.timeline.recording.meta
-        playhead = self.timeline.playhead(now)
+        feed = self.feed
+        meta = feed.store.meta
+        playhead = feed.playhead(now)
+        available, end = feed.available(), feed.end()
         current = None
-        if not self.timeline.ended(playhead):
-            current = int(self.timeline.recording.ticks[self.timeline.index(playhead)])
+        if playhead >= 0 and (available is None or playhead < available):
+            current = feed.tick_of(playhead)
         return {
             "id": self.id,
             "kind": "live",
             "path": f"/live/{self.id}",
-            "recording": self.timeline.recording.name.rsplit("/", 1)[-1],
             "map": meta["map"],
             "tickrate": meta["tickrate"],
-            "rate": self.timeline.rate,
-            "every": self.timeline.every,
-            "loop": self.timeline.loop,
+            "rate": feed.rate,
             "first_tick": meta["first_tick"],
             "last_tick": meta["last_tick"],
             "frame_count": meta["frame_count"],
             "current_tick": current,
             "playhead_seq": playhead,
-            "epoch": self.timeline.epoch,
+            "end_seq": end,
+            "epoch": feed.epoch,
             "burst": self.burst,
-            "synthetic": meta["synthetic"],
+            "synthetic": meta.get("synthetic", False),
             "subscribers": len(self.subscribers),
+            **feed.describe(),
         }
 
     def hello(self, now: float) -> bytes:
-        meta = self.timeline.recording.meta
+        meta = self.feed.store.meta
         return protocol.pack(
             {
                 "type": "hello",
@@ -125,33 +135,41 @@ class LiveStream:
 
     @property
     def max_buffer(self) -> int:
-        return int(self.limits.max_buffer_s * self.timeline.rate)
+        return int(self.limits.max_buffer_s * self.feed.rate)
 
     # -- subscribers -----------------------------------------------------------------------
 
-    def subscribe(self, sink: Sink, buffer: int, resume_seq: int | None = None) -> LiveSubscriber:
+    def subscribe(
+        self,
+        sink: Sink,
+        buffer: int,
+        now: float,
+        resume_seq: int | None = None,
+        epoch: float | None = None,
+    ) -> tuple[LiveSubscriber, Output]:
         """Add a subscriber at the live edge, or at ``resume_seq`` when that is still possible.
 
-        A ``resume_seq`` older than the resume window, or one this stream's timeline never
-        reached (the server restarted with a new epoch), starts at the live edge with a skip.
+        A ``resume_seq`` older than the resume window, one this stream never reached, or one
+        from another ``epoch`` (the stream restarted) starts at the live edge with a skip.
         """
         self.check_request(buffer, resume_seq)
-        now = self.clock()
-        playhead = self.timeline.playhead(now)
+        playhead = max(0, self.feed.playhead(now))
         sub = LiveSubscriber(sink=sink, buffer=buffer, next_seq=playhead)
         if resume_seq is not None:
-            window = int(self.limits.resume_window_s * self.timeline.rate)
-            if resume_seq > playhead + self.max_buffer + 1:
+            window = int(self.limits.resume_window_s * self.feed.rate)
+            newest = self.feed.available()
+            reached = playhead + self.max_buffer + 1 if newest is None else newest
+            if (epoch is not None and epoch != self.feed.epoch) or resume_seq > reached:
                 self._notify_skip(sub, resume_seq, playhead, "resume_unknown")
             elif playhead - resume_seq > window:
                 self._notify_skip(sub, resume_seq, playhead, "resume_window_exceeded")
             else:
                 sub.next_seq, sub.catch_up_to, sub.fresh = resume_seq, playhead, False
         self.subscribers.add(sub)
-        self._service(sub, playhead, now)
-        self._flush()
-        self._wake.set()
-        return sub
+        if self.feed.stale:
+            self._queue((-1, _NOTICE, 0), self._stale_message(now), sink)
+        self._service(sub, self.feed.playhead(now), now)
+        return sub, self._take_output()
 
     def check_request(self, buffer: int, resume_seq: int | None = None) -> None:
         """Refuse a bad buffer or resume_seq before anything about the subscription changes."""
@@ -162,12 +180,11 @@ class LiveStream:
         if resume_seq is not None and resume_seq < 0:
             raise protocol.ProtocolError("bad_field", f"resume_seq must be >= 0, got {resume_seq}")
 
-    def set_buffer(self, sub: LiveSubscriber, buffer: int) -> None:
+    def set_buffer(self, sub: LiveSubscriber, buffer: int, now: float) -> Output:
         self.check_request(buffer)
         sub.buffer = buffer
-        now = self.clock()
-        self._service(sub, self.timeline.playhead(now), now)
-        self._flush()
+        self._service(sub, self.feed.playhead(now), now)
+        return self._take_output()
 
     def unsubscribe(self, sub: LiveSubscriber) -> None:
         sub.done = True
@@ -176,11 +193,17 @@ class LiveStream:
 
     # -- the stream logic ------------------------------------------------------------------
 
-    def step(self, now: float) -> None:
+    def step(self, now: float) -> Output:
         """Serve every subscriber whose next burst became due by ``now``."""
-        playhead = self.timeline.playhead(now)
+        feed = self.feed
+        playhead = feed.playhead(now)
+        if feed.stale != self._stale_told:
+            self._stale_told = feed.stale
+            notice = self._stale_message(now)
+            for sub in self.subscribers:
+                self._queue((-1, _NOTICE, 0), notice, sub.sink)
         if playhead < self._last_step:  # the clock went backwards; wait for it
-            return
+            return self._take_output()
         blocked = list(self._blocked)  # before the buckets: a sub blocked now waits a step
         if playhead - self._last_step > 4 * len(self._due) + 64:
             keys = sorted(k for k in self._due if k <= playhead)
@@ -193,18 +216,30 @@ class LiveStream:
             for sub in self._due.pop(key, ()):
                 if sub.due == key and not sub.done:
                     self._service(sub, playhead, now)
-        self._flush()
+        return self._take_output()
 
-    def _flush(self) -> None:
-        """Write this step's bursts: each to all its subscribers at once, in seq order.
+    def next_wake(self, now: float) -> float | None:
+        """When ``step`` has work next: a Unix time, or None until something changes.
 
-        Every subscriber's bursts are in increasing seq order, so sorting by seq keeps each
-        connection's messages in order while one ``broadcast()`` serves a whole group.
+        A feed that grows by pushes (a match in play) wakes its driver itself; a recording on a
+        clock is due at its next frame time.
         """
-        for key in sorted(self._outbox):
-            data, sinks = self._outbox[key]
-            write_all(sinks, data)
-        self._outbox.clear()
+        feed = self.feed
+        playhead = feed.playhead(now)
+        end = feed.end()
+        wake = None
+        if not feed.pushed and (end is None or playhead < end):
+            wake = feed.time_of(playhead + 1)
+        if self._blocked:
+            wake = now + BLOCKED_POLL_S if wake is None else min(wake, now + BLOCKED_POLL_S)
+        return wake
+
+    def _take_output(self) -> Output:
+        output = Output(
+            sends=[self._outbox[key] for key in sorted(self._outbox)], closes=self._closes
+        )
+        self._outbox, self._closes = {}, []
+        return output
 
     def _service(self, sub: LiveSubscriber, playhead: int, now: float) -> None:
         limits = self.limits
@@ -221,14 +256,12 @@ class LiveStream:
             sub.blocked_since = None
             self._blocked.discard(sub)
             behind = playhead - sub.next_seq
-            if behind > limits.skip_behind_s * self.timeline.rate and (
-                sub.next_seq >= sub.catch_up_to
-            ):
+            if behind > limits.skip_behind_s * self.feed.rate and (sub.next_seq >= sub.catch_up_to):
                 self._notify_skip(sub, sub.next_seq, playhead, "slow_consumer")
-        end = self.timeline.end()
+        end, available = self.feed.end(), self.feed.available()
         allowed = playhead + 1 + sub.buffer
-        if end is not None:
-            allowed = min(allowed, end)
+        if available is not None:
+            allowed = min(allowed, available)
         queued = sub.sink.buffered()  # plus what this call adds to the outbox
         sent_any = False
         while sub.next_seq < allowed:
@@ -245,9 +278,10 @@ class LiveStream:
                 sub.blocked_since = now
                 self._blocked.add(sub)
                 return
-        sub.fresh = False
+        if sent_any:
+            sub.fresh = False
         if end is not None and sub.next_seq >= end:
-            self._queue((end, end), self._end_message, sub.sink)  # after its last burst
+            self._queue((end, _END, 0), self._end_message(end), sub.sink)  # after its last burst
             self.unsubscribe(sub)
             return
         next_stop = (sub.next_seq // self.burst + 1) * self.burst
@@ -260,14 +294,17 @@ class LiveStream:
     def _send(self, sub: LiveSubscriber, start: int, stop: int, now: float) -> int:
         """Queue frames [start, stop) for ``sub``; returns the message size."""
         data = self.burst_bytes(start, stop)
-        self._queue((start, stop), data, sub.sink)
+        self._queue((start, _BURST, stop), data, sub.sink)
         sub.next_seq = stop
         self.metrics.sent(self.id, stop - start, len(data))
-        due_time = self.timeline.time_of(max(start, stop - 1 - sub.buffer))
+        due_time = self.feed.time_of(max(start, stop - 1 - sub.buffer))
         self.metrics.observe_lag(max(0.0, now - due_time))
+        depicted = getattr(self.feed, "depicted_time", None)
+        if depicted is not None:
+            self.metrics.observe_delivery_delay(max(0.0, now - depicted(stop - 1)))
         return len(data)
 
-    def _queue(self, key: tuple[int, int], data: bytes, sink: Sink) -> None:
+    def _queue(self, key: tuple[int, int, int], data: bytes, sink: Sink) -> None:
         entry = self._outbox.get(key)
         if entry is None:
             self._outbox[key] = (data, [sink])
@@ -277,18 +314,17 @@ class LiveStream:
     def _notify_skip(self, sub: LiveSubscriber, from_seq: int, to_seq: int, reason: str) -> None:
         """Move ``sub`` to ``to_seq`` and tell it how many frames it will never get."""
         skipped = None if reason == "resume_unknown" else to_seq - from_seq
-        sub.sink.write(
-            protocol.pack(
-                {
-                    "type": "skip",
-                    "stream": self.id,
-                    "from_seq": from_seq,
-                    "to_seq": to_seq,
-                    "skipped": skipped,
-                    "reason": reason,
-                }
-            )
+        message = protocol.pack(
+            {
+                "type": "skip",
+                "stream": self.id,
+                "from_seq": from_seq,
+                "to_seq": to_seq,
+                "skipped": skipped,
+                "reason": reason,
+            }
         )
+        self._queue((to_seq, _SKIP, id(sub)), message, sub.sink)
         sub.next_seq, sub.fresh = to_seq, True
         self.metrics.skips[self.id] += 1
         self.metrics.skipped_frames[self.id] += skipped or 0
@@ -299,7 +335,19 @@ class LiveStream:
         )
         self.metrics.slow_disconnects[self.id] += 1
         self.unsubscribe(sub)
-        sub.sink.close(protocol.CLOSE_SLOW_CONSUMER, "too slow: could not keep up with the stream")
+        self._closes.append(
+            (sub.sink, protocol.CLOSE_SLOW_CONSUMER, "too slow: could not keep up with the stream")
+        )
+
+    def _stale_message(self, now: float) -> bytes:
+        feed = self.feed
+        since = getattr(feed, "stale_since", None)
+        return protocol.pack(
+            {"type": "stale", "stream": self.id, "stale": feed.stale, "since": since, "at": now}
+        )
+
+    def _end_message(self, end: int) -> bytes:
+        return protocol.pack({"type": "end", "stream": self.id, "seq": end})
 
     # -- encode once -----------------------------------------------------------------------
 
@@ -308,41 +356,9 @@ class LiveStream:
         key = (start, stop)
         data = self._cache.get(key)
         if data is None:
-            data = protocol.ticks_envelope(self.id, start, stop - start, self._frames(start, stop))
+            frames = self.feed.frames_bytes(start, stop)
+            data = protocol.ticks_envelope(self.id, start, stop - start, frames)
             self._cache[key] = data
             if len(self._cache) > 256:
                 self._cache.popitem(last=False)
         return data
-
-    def _frames(self, start: int, stop: int) -> bytes:
-        recording, timeline = self.timeline.recording, self.timeline
-        if timeline.every == 1:
-            parts, seq = [], start
-            while seq < stop:  # split where a looping stream wraps around
-                index = timeline.index(seq)
-                run = min(stop - seq, recording.frame_count - index)
-                parts.append(recording.frames_bytes(index, index + run))
-                seq += run
-            return b"".join(parts)
-        return b"".join(recording.frame_bytes(timeline.index(s)) for s in range(start, stop))
-
-    # -- driver ----------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Step at every frame time until cancelled."""
-        timeline = self.timeline
-        while True:
-            now = self.clock()
-            self.step(now)
-            playhead = timeline.playhead(now)
-            if timeline.ended(playhead) and not self._blocked:
-                self._wake.clear()
-                await self._wake.wait()  # a finished stream sleeps until someone subscribes
-                continue
-            if timeline.ended(playhead):  # only blocked subscribers are left to look after
-                delay = BLOCKED_POLL_S
-            else:
-                delay = timeline.time_of(playhead + 1) - self.clock()
-                if self._blocked:
-                    delay = min(delay, BLOCKED_POLL_S)
-            await asyncio.sleep(max(0.0, delay))

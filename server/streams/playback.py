@@ -1,9 +1,12 @@
-"""A per-client playback of a recording: play, pause, speed, seek, step, with a client buffer.
+"""A per-client playback of a stream's frames: play, pause, speed, seek, step, with a buffer.
 
 Pure state machine: every method takes ``now`` and returns the messages to send, so it runs in
 tests without sockets or sleeping. Position moves in tick space (``tick = anchor_tick +
 elapsed * tickrate * speed``), so gaps in a demo's ticks keep their real duration. ``gen``
 grows on every seek or step: frames of an older generation in a client's buffer are stale.
+
+The frames may still be growing (a live match opened for replay): playing into the newest
+frame holds the position at that live edge, and play goes on as new frames arrive.
 """
 
 from __future__ import annotations
@@ -12,26 +15,26 @@ from collections.abc import Callable
 
 import numpy as np
 
-from processing.recording import Recording
 from server import protocol
+from server.streams.store import FrameStore
 
 MIN_SPEED, MAX_SPEED = 0.25, 8.0
 BURST = 8
+EDGE_POLL_S = 0.05  # at the live edge of a growing store, look for new frames this often
 
 
 class Playback:
     def __init__(
         self,
         stream_id: str,
-        recording: Recording,
+        store: FrameStore,
         buffer: int,
         now: float,
         on_frames: Callable[[int], None] = lambda frames: None,
     ) -> None:
         self.id = stream_id
-        self.recording = recording
-        self.ticks = recording.ticks
-        self.rate = float(recording.meta["tickrate"])
+        self.store = store
+        self.rate = float(store.meta["tickrate"])
         self.buffer = buffer
         self.speed = 1.0
         self.paused = True
@@ -39,8 +42,13 @@ class Playback:
         self.next = 0  # first frame index not yet sent in this generation
         self.on_frames = on_frames  # told how many frames each message carries
         self.ended = False  # played to the last frame (seeking there is not ending)
+        self.at_edge = False  # holding at the newest frame of a growing store
         self._anchor_tick = float(self.ticks[0])
         self._anchor_time = now
+
+    @property
+    def ticks(self):
+        return self.store.ticks  # re-read: a growing store's array is replaced as it grows
 
     # -- position --------------------------------------------------------------------------
 
@@ -70,6 +78,9 @@ class Playback:
                 "seq": index,
                 "gen": self.gen,
                 "buffer": self.buffer,
+                "last_tick": int(self.ticks[-1]),
+                "live": not self.store.complete,
+                "live_edge": self.at_edge,
             }
         )
 
@@ -106,7 +117,7 @@ class Playback:
         return [self.state(now), *self.poll(now)[0]]
 
     def seek_tick(self, tick: int, now: float) -> list[bytes]:
-        meta = self.recording.meta
+        meta = self.store.meta
         if not meta["first_tick"] <= tick <= meta["last_tick"]:
             raise protocol.ProtocolError(
                 "out_of_range",
@@ -117,11 +128,11 @@ class Playback:
         return self.seek_index(index, now, keep_paused=True)
 
     def seek_time(self, seconds: float, now: float) -> list[bytes]:
-        first = self.recording.meta["first_tick"]
+        first = self.store.meta["first_tick"]
         return self.seek_tick(first + round(seconds * self.rate), now)
 
     def seek_round(self, number: int, now: float) -> list[bytes]:
-        starts = self.recording.meta["round_starts"]
+        starts = self.store.meta["round_starts"]
         if not 1 <= number <= len(starts):
             raise protocol.ProtocolError(
                 "out_of_range", f"round {number} does not exist (1..{len(starts)})"
@@ -136,7 +147,7 @@ class Playback:
     def seek_index(self, index: int, now: float, keep_paused: bool) -> list[bytes]:
         """Jump to frame ``index``: a new generation whose first frame goes out at once."""
         self.gen += 1
-        self.ended = False
+        self.ended = self.at_edge = False
         self.paused = self.paused if keep_paused else False
         self._anchor(index, now)
         self.next = index
@@ -161,6 +172,8 @@ class Playback:
             stop = min(allowed, self.next + 4 * BURST)
             messages.append(self._frames(self.next, stop))
         if self.next >= count:
+            if current == count - 1 and not self.store.complete:  # at the live edge: hold
+                return messages + self._hold_at_edge(count - 1, now), now + EDGE_POLL_S
             if current == count - 1:  # played to the end
                 self.paused = self.ended = True
                 self._anchor(count - 1, now)
@@ -168,9 +181,21 @@ class Playback:
                 messages.append(self.state(now))
                 return messages, None
             return messages, self._due(count - 1)
+        if self.at_edge:
+            self.at_edge = False
+            messages.append(self.state(now))
         # Wake when a whole burst fits: when frame ``next + BURST - 1 - buffer`` is on screen.
         wake_index = min(count - 1, max(current + 1, self.next + BURST - 1 - self.buffer))
         return messages, self._due(wake_index)
+
+    def _hold_at_edge(self, index: int, now: float) -> list[bytes]:
+        """Keep the position on the newest frame until the next one arrives."""
+        if self.position_tick(now) > float(self.ticks[index]):
+            self._anchor(index, now)
+        if self.at_edge:
+            return []
+        self.at_edge = True
+        return [self.state(now)]
 
     def _due(self, index: int) -> float:
         return self._anchor_time + (float(self.ticks[index]) - self._anchor_tick) / (
@@ -180,5 +205,5 @@ class Playback:
     def _frames(self, start: int, stop: int) -> bytes:
         self.next = max(self.next, stop)
         self.on_frames(stop - start)
-        data = self.recording.frames_bytes(start, stop)
+        data = self.store.frames_bytes(start, stop)
         return protocol.ticks_envelope(self.id, start, stop - start, data, gen=self.gen)

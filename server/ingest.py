@@ -1,0 +1,258 @@
+"""Live matches from CS2's Game State Integration: posts in, a live stream and a recording out.
+
+``POST /gsi/<match>`` hands each payload to the match's framer (processing/gsi/) and answers at
+once; one task turns framed samples into frames at the stream's rate, appends them to the
+match's growing store (read by live, legacy, replay and fetch), keeps a journal, marks the
+stream stale when posts stop, and writes a normal recording when the match ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from processing.gsi import GsiFramer, GsiPayloadError, payload_token, validate_payload
+from processing.recording import SUFFIX, Recording, write_recording
+from processing.source import SourceInfo
+from server import journal
+from server.builtin import cache_dir
+from server.http_app import token_matches
+from server.streams.feed import GrowingFeed
+from server.streams.live import LiveStream
+from server.streams.store import GrowingStore
+
+if TYPE_CHECKING:
+    from server.app import App
+    from server.live_driver import LiveDriver
+
+log = logging.getLogger(__name__)
+
+RATE = 64.0  # frames per second of a live match: what the clients play
+STEP_S = 1.0 / RATE
+
+
+class LiveMatch:
+    """One incarnation of an ingested match: its framer, frames so far, stream and journal."""
+
+    def __init__(self, name: str, framer: GsiFramer, started: float) -> None:
+        self.name = name
+        self.framer = framer
+        self.started = started
+        self.feed: GrowingFeed | None = None
+        self.driver: LiveDriver | None = None
+        self.journal: journal.Journal | None = None
+        self.tick_offset = 0  # frames reloaded from a journal come first
+        self.time_offset = 0.0
+        self.finishing = False
+        self.stale_since: float | None = None
+
+    @property
+    def in_play(self) -> bool:
+        return self.feed is not None and not self.feed.store.complete
+
+
+class Ingest:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.config = app.config
+        self.tokens = app.config.gsi_tokens()
+        self.matches: dict[str, LiveMatch] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+
+    # -- posts ----------------------------------------------------------------------------
+
+    def post(self, name: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Take one post; returns the HTTP status and a short JSON answer. Never blocks."""
+        metrics = self.app.metrics
+        expected = self.tokens.get(name)
+        if expected is None:
+            return self._refuse(404, "unknown_match", f"no live match {name[:64]!r} is "
+                                "configured; start the server with --gsi NAME=TOKEN")  # fmt: skip
+        try:
+            payload = validate_payload(json.loads(body))
+        except (ValueError, RecursionError) as exc:
+            reason = exc if isinstance(exc, GsiPayloadError) else "the body is not JSON"
+            return self._refuse(400, "bad_payload", f"not a GSI payload: {reason}")
+        if not token_matches(payload_token(payload) or "", expected):
+            return self._refuse(401, "unauthorized", "wrong or missing auth token in the payload")
+        now = self.app.clock()
+        match = self.matches.get(name)
+        if match is None or match.finishing:
+            match = self._begin(name, now)
+        match.framer.add(payload, now)
+        metrics.ingest_posts[name] += 1
+        return 200, {"ok": True}
+
+    def _refuse(self, status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
+        self.app.metrics.ingest_errors[code] += 1
+        return status, {"error": code, "message": message}
+
+    def _begin(self, name: str, now: float) -> LiveMatch:
+        match = LiveMatch(name, GsiFramer(rate=RATE, delay_s=self.config.gsi_delay), now)
+        self.matches[name] = match
+        log.info("live match %s: first post", name)
+        return match
+
+    # -- frames ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Frame every match at the stream rate until cancelled."""
+        while True:
+            now = self.app.clock()
+            for match in list(self.matches.values()):
+                self._advance(match, now)
+            await asyncio.sleep(STEP_S)
+
+    def _advance(self, match: LiveMatch, now: float) -> None:
+        if match.finishing:
+            return
+        frames = match.framer.frames(now)
+        if frames and match.feed is None:
+            self._open_stream(match, now)
+        feed = match.feed
+        if feed is None:
+            return
+        for frame in frames:
+            frame["tick"] += match.tick_offset
+            frame["round_time"] = round(frame["round_time"] + match.time_offset, 4)
+            depicts = now - self.config.gsi_delay
+            chunk = feed.append(frame, now, depicts)
+            if chunk is not None and match.journal is not None:
+                match.journal.append(chunk)
+        stale = match.framer.stale(now, self.config.gsi_stale_after)
+        changed = feed.set_stale(stale, now)
+        if changed:
+            log.info("live match %s: %s", match.name, "feed stopped (stale)" if stale else
+                     "feed resumed")  # fmt: skip
+        if frames or changed:
+            match.driver.wake()
+        quiet_for = now - feed.stale_since if feed.stale_since is not None else 0.0
+        if match.framer.ended or quiet_for > self.config.gsi_finish_after:
+            self._finish(match, "game over" if match.framer.ended else "feed gone")
+
+    def _open_stream(self, match: LiveMatch, now: float) -> None:
+        """The first frame: create the store and stream, reloading a journal from before a
+        restart when there is one."""
+        meta = {
+            "map": match.framer.map_name,
+            "tickrate": RATE,
+            "teams": match.framer.team_names,
+            "synthetic": False,
+            "source_file": f"gsi:{match.name}",
+        }
+        store = GrowingStore(match.name, meta)
+        feed = GrowingFeed(store, epoch=now, source="gsi")
+        path = self._journal_path(match.name)
+        loaded = journal.read(path) if path.exists() else None
+        match.journal = journal.Journal(path)
+        if loaded is not None and loaded[0].get("map") == meta["map"]:
+            for frames in loaded[1]:
+                for frame in frames:
+                    feed.append(frame, now, now)
+            match.tick_offset = int(store.meta["last_tick"]) + 1 if store.frame_count else 0
+            match.time_offset = (
+                store.frame(store.frame_count - 1)["round_time"] + STEP_S
+                if store.frame_count else 0.0
+            )  # fmt: skip
+            match.journal.reopen()
+            log.info("live match %s: %d frames reloaded from %s", match.name,
+                     store.frame_count, path.name)  # fmt: skip
+        else:
+            match.journal.start(meta)
+        match.feed = feed
+        stream = LiveStream(match.name, feed, self.app.metrics, self.config.burst)
+        match.driver = self.app.add_stream(stream)
+
+    def _journal_path(self, name: str) -> Path:
+        return self._output_dir() / f".{name}.journal"
+
+    def _output_dir(self) -> Path:
+        if self.config.recordings is not None:
+            return self.config.recordings
+        folder = cache_dir() / "matches"
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def _finish(self, match: LiveMatch, why: str) -> None:
+        """No more frames: subscribers get ``end``, and the match is written as a recording."""
+        match.finishing = True
+        feed = match.feed
+        feed.store.finish()
+        match.driver.wake()
+        log.info("live match %s: %s after %d frames; writing the recording", match.name, why,
+                 feed.store.frame_count)  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._write(match))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, match: LiveMatch) -> None:
+        store = match.feed.store
+        stamp = datetime.fromtimestamp(match.started, UTC).strftime("%Y%m%d-%H%M%S")
+        recording_id = f"{match.name}-{stamp}"
+        path = self._output_dir() / f"{recording_id}{SUFFIX}"
+        digest = hashlib.sha256()
+        for chunk in store.sealed_chunks():
+            digest.update(chunk)
+        info = SourceInfo(
+            map_name=str(store.meta["map"]),
+            tickrate=RATE,
+            source_file=f"gsi:{match.name}",
+            source_sha256=digest.hexdigest(),
+            parser="gsi",
+            team_names=dict(store.meta["teams"]),
+        )
+        frames = (frame for start in range(0, store.frame_count, 256)
+                  for frame in store.frames(start, start + 256))  # fmt: skip
+        try:
+            await asyncio.to_thread(write_recording, path, info, frames)
+        except Exception:
+            log.exception("live match %s: writing %s failed; the journal is kept", match.name,
+                          path.name)  # fmt: skip
+            return
+        match.journal.remove()
+        if self.config.recordings is None:
+            recording = await asyncio.to_thread(Recording.open, path)
+            self.app.catalog.add_builtin(recording_id, recording, path)
+        else:
+            await asyncio.to_thread(self.app.catalog.scan)
+        log.info("live match %s: recorded as %s (%d frames)", match.name, path.name,
+                 store.frame_count)  # fmt: skip
+
+    async def shutdown(self) -> None:
+        """Let recordings being written finish; journals of matches in play stay for a restart."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        for match in self.matches.values():
+            if match.journal is not None:
+                match.journal.close()
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def replayable(self, name: str) -> tuple[str, GrowingStore, dict[str, Any]] | None:
+        match = self.matches.get(name)
+        if match is None or match.feed is None or match.feed.store.frame_count == 0:
+            return None
+        store = match.feed.store
+        description = {
+            "id": name,
+            "kind": "live_match",
+            "path": f"/replay/{name}",
+            "live_path": f"/live/{name}",
+            **{key: store.meta[key] for key in ("map", "tickrate", "first_tick", "last_tick",
+                                                 "frame_count", "duration_s", "teams")},
+            "rounds": store.meta["round_starts"],
+            "players": store.meta["roster"],
+            **match.feed.describe(),
+        }  # fmt: skip
+        return name, store, description
+
+    def newest_in_play(self) -> str | None:
+        playing = [m for m in self.matches.values() if m.in_play]
+        return max(playing, key=lambda m: m.started).name if playing else None

@@ -1,0 +1,132 @@
+"""Where a live stream's frames come from, by seq: a recording on a clock, or a match in play.
+
+``LiveStream`` (fan-out) and the legacy adapter only see this interface. ``Timeline``
+(server/streams/timeline.py) plays a finished recording against the clock; ``GrowingFeed``
+serves a match whose frames are appended as they are made (GSI ingest, or a broker reader on
+another replica). Both are pure: time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from processing.frames import Frame
+from server.streams.store import FrameStore, GrowingStore
+
+
+class LiveFeed(Protocol):
+    store: FrameStore
+    epoch: float  # Unix time of seq 0 (a new epoch: a new incarnation of the stream)
+    pushed: bool  # frames arrive by push (wake the driver), not due by the clock
+
+    @property
+    def rate(self) -> float:
+        """Frames per second the stream plays at."""
+
+    def playhead(self, now: float) -> int:
+        """Seq of the frame on screen now (the live edge); -1 before the first frame."""
+
+    def available(self) -> int | None:
+        """One past the newest seq that exists now (None: every seq exists, a looping clock)."""
+
+    def end(self) -> int | None:
+        """One past the last seq once the stream is over, else None."""
+
+    def time_of(self, seq: int) -> float:
+        """Unix time frame ``seq`` is (or was) due on screen."""
+
+    def frames_bytes(self, start: int, stop: int) -> bytes:
+        """Msgpack bytes of seqs [start, stop), concatenated."""
+
+    def frame(self, seq: int) -> Frame: ...
+
+    def tick_of(self, seq: int) -> int:
+        """Game tick of the frame at ``seq`` (which must exist)."""
+
+    @property
+    def stale(self) -> bool:
+        """The source stopped sending (a live feed that went quiet)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Source-specific fields for the catalog and ``hello``."""
+
+
+class GrowingFeed:
+    """A match in play: seq = frame index in its ``GrowingStore``, each frame due when made.
+
+    Frames are pushed by whoever makes them (``append``); the playhead is the newest frame, so
+    a subscriber's buffer cannot run ahead of the game. ``depicts`` is the moment (on this
+    server's clock) a frame shows, for the end-to-end delay.
+    """
+
+    pushed = True
+
+    def __init__(self, store: GrowingStore, epoch: float, source: str) -> None:
+        self.store = store
+        self.epoch = epoch
+        self.source = source  # "gsi" here; "broker" on a replica that only reads
+        self._made_at = np.zeros(4096, dtype=np.float64)
+        self._depicts = np.zeros(4096, dtype=np.float64)
+        self.stale_since: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return float(self.store.meta["tickrate"])
+
+    def append(self, frame: Frame, made_at: float, depicts: float) -> bytes | None:
+        """Add the next frame (see ``GrowingStore.append`` for the return value)."""
+        seq = self.store.frame_count
+        if seq == len(self._made_at):
+            self._made_at = np.concatenate((self._made_at, np.zeros_like(self._made_at)))
+            self._depicts = np.concatenate((self._depicts, np.zeros_like(self._depicts)))
+        chunk = self.store.append(frame)
+        self._made_at[seq], self._depicts[seq] = made_at, depicts
+        return chunk
+
+    def set_stale(self, stale: bool, now: float) -> bool:
+        """Mark the feed quiet or back; True when that changed."""
+        if stale == self.stale:
+            return False
+        self.stale_since = now if stale else None
+        return True
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
+
+    def playhead(self, now: float) -> int:
+        count = self.store.frame_count
+        return count if self.store.complete else count - 1  # at the end once it is over
+
+    def available(self) -> int:
+        return self.store.frame_count
+
+    def end(self) -> int | None:
+        return self.store.frame_count if self.store.complete else None
+
+    def time_of(self, seq: int) -> float:
+        if 0 <= seq < self.store.frame_count:
+            return float(self._made_at[seq])
+        return self.epoch + seq / self.rate
+
+    def depicted_time(self, seq: int) -> float:
+        return float(self._depicts[seq])
+
+    def frames_bytes(self, start: int, stop: int) -> bytes:
+        return self.store.frames_bytes(start, stop)
+
+    def frame(self, seq: int) -> Frame:
+        return self.store.frame(seq)
+
+    def tick_of(self, seq: int) -> int:
+        return int(self.store.ticks[seq])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "stale": self.stale,
+            "stale_since": self.stale_since,
+            "ended": self.store.complete,
+        }
