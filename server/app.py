@@ -57,6 +57,7 @@ class App:
         self.catalog = Catalog(config.recordings)
         self.drivers: dict[str, LiveDriver] = {}  # live stream id -> its driver
         self.ingest = Ingest(self)
+        self.downloads: http_app.Downloads | None = None  # set when the HTTP app is built
         self.ready = False
         self.port: int | None = None
         self.http_port: int | None = None
@@ -233,6 +234,9 @@ class App:
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         path = urlsplit(request.path).path
+        for name in (*http_app.SINGLE_HEADERS, "Origin"):
+            if len(request.headers.get_all(name)) > 1:
+                return _ws_error(400, "bad_request", f"send one {name} header, not several")
         if "websocket" not in request.headers.get("Upgrade", "").lower():
             # Plain HTTP lives on the HTTP port: send browsers and scripts there.
             host = (request.headers.get("Host") or "127.0.0.1").rsplit(":", 1)[0]

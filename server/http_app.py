@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server import protocol
 
@@ -26,9 +27,26 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 MAX_POST_BYTES = 256 * 1024  # a GSI post with all ten players is ~10 KB
-PUBLIC_PATHS = ("/", "/healthz", "/readyz")  # everything else needs the token, when one is set
+PUBLIC_PATHS = ("/", "/healthz", "/readyz")
+# Headers whose repeats would make "which one counts" ambiguous: refused, never guessed.
+SINGLE_HEADERS = (
+    "Authorization",
+    "Range",
+    "Host",
+    "Upgrade",
+    "If-None-Match",
+)  # everything else needs the token, when one is set
 APP_KEY = web.AppKey("eeict_app", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ClientErrorsQuiet(logging.Filter):
+    """aiohttp logs a malformed request (already answered 400) as an error with a traceback;
+    a client's bad bytes are not our error, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, HttpProcessingError)
 
 
 def error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -71,6 +89,9 @@ def build(app: App) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        for name in SINGLE_HEADERS:
+            if len(request.headers.getall(name, ())) > 1:
+                return error(400, "bad_request", f"send one {name} header, not several")
         path = request.path
         public = path in PUBLIC_PATHS or path.startswith(("/static/", "/gsi/"))
         if config.token and not public and not token_matches(given_token(request), config.token):
@@ -81,9 +102,12 @@ def build(app: App) -> web.Application:
             )  # fmt: skip
         return await handler(request)
 
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorsQuiet) for f in server_log.filters):
+        server_log.addFilter(ClientErrorsQuiet())
     http = web.Application(middlewares=[cors, auth], client_max_size=MAX_POST_BYTES)
     http[APP_KEY] = app
-    downloads = Downloads(config.max_downloads)
+    downloads = app.downloads = Downloads(config.max_downloads)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import weakref
 from collections import OrderedDict
 
@@ -19,6 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from server.metrics import Metrics
+from server.rate_limit import RateLimit
 from server.streams.live import LiveStream
 
 BURST = 16
@@ -108,8 +110,12 @@ async def serve_legacy(
 
 
 async def _read_requests(connection: ServerConnection, credit: Credit, metrics: Metrics) -> None:
+    limit = RateLimit()
     try:
         async for message in connection:
+            if not limit.allow(time.monotonic()):
+                metrics.protocol_errors["rate_limited"] += 1
+                continue
             try:
                 request = json.loads(message)
             except (ValueError, TypeError, RecursionError):

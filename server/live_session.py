@@ -6,6 +6,7 @@ wakes the stream's driver when a subscription changes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
@@ -48,6 +49,8 @@ class LiveSession:
         await self.connection.send(self.stream.hello(self.clock()))
         try:
             async for message in self.connection:
+                if not await self.errors.admit(time.monotonic()):
+                    continue
                 async with self.errors.guard() as attempt:
                     attempt.request = protocol.decode_request(message, LIVE_REQUESTS)
                     await self._apply(attempt.request)

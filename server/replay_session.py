@@ -127,6 +127,8 @@ class ReplaySession:
     async def _read(self) -> None:
         try:
             async for message in self.connection:
+                if not await self.errors.admit(time.monotonic()):
+                    continue
                 async with self.errors.guard() as attempt:
                     attempt.request = protocol.decode_request(message, REPLAY_REQUESTS)
                     for reply in self._apply(attempt.request, time.monotonic()):

@@ -12,8 +12,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+
 from server import protocol
 from server.metrics import Metrics
+from server.rate_limit import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,18 @@ class RequestErrors:
         self.reply = reply
         self.metrics = metrics
         self.stream = stream
+        self.limit = RateLimit()
         self._logged = False
+
+    async def admit(self, now: float) -> bool:
+        """Whether to handle the next request (the client is within its request rate)."""
+        if self.limit.allow(now):
+            return True
+        self.metrics.protocol_errors["rate_limited"] += 1
+        if self.limit.should_tell(now):
+            message = f"over {self.limit.rate:.0f} requests a second; requests are dropped"
+            await self.reply(protocol.error("rate_limited", message))
+        return False
 
     @contextlib.asynccontextmanager
     async def guard(self) -> AsyncIterator[Attempt]:
@@ -45,6 +59,8 @@ class RequestErrors:
                 exc.request_id = attempt.request.id
             self.metrics.protocol_errors[exc.code] += 1
             await self.reply(exc.reply())
+        except ConnectionClosed:
+            raise  # the client left: the session ends, nothing to answer
         except Exception as exc:  # a bug: never a traceback per message
             if not self._logged:
                 self._logged = True

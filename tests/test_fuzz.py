@@ -1,0 +1,168 @@
+"""A hostile client at scale: random, truncated and mutated messages on every WebSocket path.
+
+10,000 messages from several connections against a real ``eeict serve`` while a subscriber on
+another connection keeps receiving: no traceback in the server's log, not one frame lost by
+the subscriber, and the server's memory stays bounded. Then 40 downloads that never read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+from pathlib import Path
+
+import msgpack
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from server_process import server_process, write_match
+
+pytestmark = pytest.mark.timeout(180)
+
+MESSAGES = 10_000
+CONNECTIONS = 12
+VALID = [
+    {"type": "subscribe", "buffer": 16},
+    {"type": "buffer", "ticks": 8},
+    {"type": "seek", "tick": 1100},
+    {"type": "seek", "time": 2.5},
+    {"type": "speed", "value": 2.0},
+    {"type": "fetch", "from_tick": 1000, "to_tick": 1200, "credit": 64},
+    {"type": "step", "delta": -3},
+    {"type": "ping", "id": 1},
+]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def hostile(rng: random.Random) -> bytes | str:
+    """One message of a kind a fuzzer or a careless client sends."""
+    kind = rng.randrange(10)
+    valid = msgpack.packb(rng.choice(VALID))
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 200))
+    if kind == 1:  # truncated
+        return valid[: rng.randrange(1, len(valid))]
+    if kind == 2:  # flipped bytes
+        data = bytearray(valid)
+        for _ in range(rng.randrange(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    if kind == 3:  # nested ~1000 deep inside a field
+        return deep(rng.randrange(900, 1100))
+    if kind == 4:  # extreme numbers and wrong types in known fields
+        value = rng.choice([1e308, -1e308, float("inf"), float("nan"), 2**63, -(2**63), "x", None])
+        field = rng.choice(["tick", "time", "round", "value", "buffer", "ticks", "credit"])
+        return msgpack.packb({"type": rng.choice(["seek", "speed", "subscribe", "fetch"]),
+                              field: value})  # fmt: skip
+    if kind == 5:
+        return json.dumps({"request": rng.choice(["more ticks", "less", None])})
+    if kind == 6:
+        return "[" * rng.randrange(1, 5000) + "]" * rng.randrange(0, 5000)
+    if kind == 7:  # large
+        return msgpack.packb({"type": "ping", "pad": "x" * rng.randrange(10_000, 30_000)})
+    if kind == 8:
+        return msgpack.packb(rng.choice([[], 5, "type", {"type": 5}, {"id": 1}]))
+    return valid
+
+
+def deep(depth: int) -> bytes:
+    """A seek whose ``tick`` is an array nested ``depth`` levels deep (built as bytes)."""
+    head = msgpack.packb({"type": "seek", "tick": None})[:-1]  # drop the nil
+    return head + b"\x91" * depth + b"\xc0"
+
+
+async def fuzz_connection(url: str, rng: random.Random, count: int) -> int:
+    """Send ``count`` hostile messages, reading answers meanwhile; returns how many were sent."""
+    sent = 0
+    with contextlib.suppress(ConnectionClosed, OSError):
+        async with connect(url, max_size=2**22) as ws:
+
+            async def drain() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    async for _ in ws:
+                        pass
+
+            reader = asyncio.create_task(drain())
+            for _ in range(count):
+                await ws.send(hostile(rng))
+                sent += 1
+            await asyncio.sleep(0.2)
+            reader.cancel()
+    return sent
+
+
+async def test_hostile_messages_break_nothing_and_cost_no_frames(tmp_path):
+    write_match(tmp_path, "match", count=6000)
+    with server_process("--recordings", str(tmp_path), "--live", "match", "--loop") as server:
+        base = rss_kb(server.proc.pid)
+        got: list[int] = []
+        async with connect(f"{server.ws_url}/live/match") as subscriber:
+            assert msgpack.unpackb(await subscriber.recv())["type"] == "hello"
+            await subscriber.send(msgpack.packb({"type": "subscribe", "buffer": 64}))
+
+            async def watch() -> None:
+                async for data in subscriber:
+                    message = msgpack.unpackb(data)
+                    assert message["type"] in ("subscribed", "ticks"), message
+                    if message["type"] == "ticks":
+                        got.extend(range(message["seq"], message["seq"] + len(message["frames"])))
+
+            watcher = asyncio.create_task(watch())
+            paths = ["/live/match", "/replay/match", "/demodata"]
+            rng = random.Random(12)
+            per = MESSAGES // CONNECTIONS + 1
+            sent = await asyncio.gather(
+                *(
+                    fuzz_connection(f"{server.ws_url}{paths[n % 3]}", random.Random(rng.random()),
+                                    per)
+                    for n in range(CONNECTIONS)
+                )
+            )  # fmt: skip
+            await asyncio.sleep(1.0)
+            watcher.cancel()
+        peak = rss_kb(server.proc.pid)
+        log = server.log()
+    assert sum(sent) >= MESSAGES
+    assert "Traceback" not in log, log[-3000:]
+    assert got == list(range(got[0], got[0] + len(got))) and len(got) > 64
+    assert peak - base < 150_000, f"RSS grew {peak - base} kB"
+
+
+async def test_downloads_that_never_read_keep_memory_bounded(tmp_path):
+    from test_server_hardening import write_incompressible
+
+    write_incompressible(tmp_path, "big", megabytes=18)
+    args = ("--recordings", str(tmp_path), "--live", "big", "--max-downloads", "8")
+    with server_process(*args) as server:
+        base = rss_kb(server.proc.pid)
+        stalled = []
+        try:
+            for _ in range(40):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", server.http_port))
+                sock.sendall(b"GET /recordings/big/file HTTP/1.1\r\nHost: x\r\n\r\n")
+                stalled.append(sock)
+            await asyncio.sleep(1.0)
+            during = rss_kb(server.proc.pid)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            import urllib.request
+
+            with urllib.request.urlopen(f"{server.http_url}/healthz", timeout=5) as response:
+                assert response.status == 200
+            assert loop.time() - started < 2.0
+        finally:
+            for sock in stalled:
+                sock.close()
+    assert during - base < 100_000, f"RSS grew {during - base} kB with 40 stalled downloads"

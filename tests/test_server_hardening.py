@@ -1,0 +1,224 @@
+"""What a hostile client tries against the server's HTTP and WebSocket ports, one test each.
+
+Each answer must be a clear error to the sender while the server and other clients go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import msgpack
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+
+from server.config import ConfigError, ServerConfig, validate
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def ws_url(app, path: str) -> str:
+    return f"ws://127.0.0.1:{app.port}{path}"
+
+
+async def recv(ws) -> dict:
+    return msgpack.unpackb(await asyncio.wait_for(ws.recv(), 5.0))
+
+
+def http(app, path: str, headers: dict | None = None, method: str = "GET"):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{app.http_port}{path}", headers=headers or {}, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def raw_request(port: int, head: bytes) -> int:
+    """Send a hand-made request head; return the status code of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    return int(answer.split(b" ", 2)[1])
+
+
+async def test_odd_http_requests_get_4xx_never_500(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"], token="s3cret")
+    heads = {
+        "NUL in the path": b"GET /recordings/a\x00b/file HTTP/1.1\r\nHost: x\r\n\r\n",
+        "escaped NUL": b"GET /recordings/a%00b/file?token=s3cret HTTP/1.1\r\nHost: x\r\n\r\n",
+        "two Range headers": b"GET /recordings/tiny/file?token=s3cret HTTP/1.1\r\nHost: x\r\n"
+        b"Range: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n",
+        "two Authorization headers": b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer s3cret\r\nAuthorization: Bearer other\r\n\r\n",
+    }
+    for what, head in heads.items():
+        status = await asyncio.to_thread(raw_request, app.http_port, head)
+        assert 400 <= status < 500 and status != 416 or status == 206, (what, status)
+    two_upgrades = (
+        b"GET /live/tiny?token=s3cret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+        b"dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    status = await asyncio.to_thread(raw_request, app.port, two_upgrades)
+    assert 400 <= status < 500
+    assert (await asyncio.to_thread(http, app, "/healthz"))[0] == 200
+
+
+async def test_a_long_stream_name_closes_4004_with_a_reason_that_fits(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"])
+    async with connect(ws_url(app, "/live/" + "x" * 300)) as ws:
+        error = await recv(ws)
+        assert error["code"] == "unknown_stream"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd.code == 4004 and len(closed.value.rcvd.reason.encode()) <= 123
+
+
+async def test_cors_only_for_configured_origins(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"], allowed_origins=["https://radar.example"])
+    _, headers, _ = await asyncio.to_thread(
+        http, app, "/streams", {"Origin": "https://evil.example"}
+    )
+    assert "Access-Control-Allow-Origin" not in headers and "Origin" in headers["Vary"]
+    _, headers, _ = await asyncio.to_thread(
+        http, app, "/streams", {"Origin": "https://radar.example"}
+    )
+    assert headers["Access-Control-Allow-Origin"] == "https://radar.example"
+    status, headers, _ = await asyncio.to_thread(
+        http, app, "/recordings", {"Origin": "https://radar.example"}, "OPTIONS"
+    )
+    assert status == 204 and "Authorization" in headers["Access-Control-Allow-Headers"]
+
+
+async def test_the_catalogs_need_the_token_and_probes_do_not(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"], token="s3cret")
+    for path in ("/streams", "/recordings", "/metrics", "/recordings/tiny/file"):
+        assert (await asyncio.to_thread(http, app, path))[0] == 401, path
+        assert (await asyncio.to_thread(http, app, f"{path}?token=s3cret"))[0] == 200, path
+    for path in ("/healthz", "/readyz", "/"):
+        assert (await asyncio.to_thread(http, app, path))[0] == 200, path
+
+
+def test_a_public_address_without_a_token_is_refused_at_start_up(tmp_path):
+    with pytest.raises(ConfigError, match="--token"):
+        validate(ServerConfig(host="0.0.0.0"))
+    validate(ServerConfig(host="0.0.0.0", token="t"))
+    validate(ServerConfig(host="0.0.0.0", allow_open=True))
+    run = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--host", "0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and "--token" in run.stderr
+
+
+async def test_a_flood_of_requests_is_rate_limited_and_the_session_goes_on(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"], loop=True)
+    async with connect(ws_url(app, "/live/tiny")) as ws:
+        await recv(ws)  # hello
+        for n in range(400):
+            await ws.send(msgpack.packb({"type": "ping", "id": n}))
+        answers = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                answers.append(msgpack.unpackb(await asyncio.wait_for(ws.recv(), 1.0)))
+        pongs = [m["id"] for m in answers if m["type"] == "pong"]
+        errors = [m["code"] for m in answers if m["type"] == "error"]
+        assert pongs[:100] == list(range(100))  # the burst is served in order
+        assert 100 <= len(pongs) < 400 and errors and set(errors) == {"rate_limited"}
+        await asyncio.sleep(1.0)
+        await ws.send(msgpack.packb({"type": "subscribe", "buffer": 8}))
+        while (message := await recv(ws))["type"] != "ticks":
+            pass
+    assert app.metrics.protocol_errors["rate_limited"] > 0
+
+
+async def test_pipelined_legacy_requests_each_get_a_burst(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"], loop=True)
+    async with connect(ws_url(app, "/demodata")) as ws:
+        for _ in range(5):  # sent back to back, before reading anything
+            await ws.send(json.dumps({"request": "more ticks"}))
+        ticks = [json.loads(await asyncio.wait_for(ws.recv(), 15))["tick"] for _ in range(96)]
+        with pytest.raises(TimeoutError):  # 1 unasked + 5 asked bursts, then nothing
+            await asyncio.wait_for(ws.recv(), 0.5)
+    assert ticks == list(range(ticks[0], ticks[0] + 96))
+
+
+async def test_deeply_nested_json_on_demodata_gets_an_error(start_app, write_tiny):
+    write_tiny()
+    app = await start_app(live=["tiny"], loop=True)
+    async with connect(ws_url(app, "/demodata")) as ws:
+        await ws.send("[" * 100_000 + "]" * 100_000)
+        while True:
+            message = await asyncio.wait_for(ws.recv(), 5)
+            if message.startswith('{"error"'):
+                break
+        assert json.loads(message)["error"] == "bad_request"
+        await ws.send(json.dumps({"request": "more ticks"}))  # and it still serves
+        assert "tick" in json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+def write_incompressible(folder, name: str, megabytes: int) -> None:
+    """A recording of about ``megabytes`` MB (random padding defeats its compression)."""
+    import random
+
+    from conftest import tiny_frames
+    from processing.recording import write_recording
+    from processing.source import SourceInfo
+
+    rng = random.Random(1)
+    frames = tiny_frames(megabytes * 256)
+    for frame in frames:
+        frame["pad"] = rng.randbytes(4096)
+    info = SourceInfo("de_mirage", 64, f"{name}.dem", "0" * 64, "test")
+    write_recording(folder / f"{name}.eeict", info, frames)
+
+
+async def test_concurrent_downloads_are_bounded_and_health_answers(start_app, tmp_path):
+    write_incompressible(tmp_path, "big", megabytes=24)  # more than the socket buffers hold
+    app = await start_app(live=["big"], max_downloads=2)
+    head = b"GET /recordings/big/file HTTP/1.1\r\nHost: x\r\n\r\n"
+    stalled = []
+    for _ in range(2):  # two clients that ask and never read: they hold the two slots
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+        sock.connect(("127.0.0.1", app.http_port))
+        sock.sendall(head)
+        stalled.append(sock)
+    try:
+        for _ in range(100):
+            if app.downloads.active == 2:
+                break
+            await asyncio.sleep(0.05)
+        status, headers, _ = await asyncio.to_thread(http, app, "/recordings/big/file")
+        assert status == 503 and headers["Retry-After"]
+        assert (await asyncio.to_thread(http, app, "/healthz"))[0] == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+    for _ in range(100):  # the slots come back when those clients go
+        if app.downloads.active == 0:
+            break
+        await asyncio.sleep(0.05)
+    status, _, body = await asyncio.to_thread(http, app, "/recordings/big/file")
+    assert status == 200 and body == (tmp_path / "big.eeict").read_bytes()
