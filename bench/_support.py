@@ -213,8 +213,16 @@ class ServerProcess:
     reach it: the benchmark stops it in order) and gets SIGTERM if the benchmark dies.
     """
 
-    def __init__(self, argv: list[str], port: int, name: str, folder: Path | None = None) -> None:
-        self.port = port
+    def __init__(
+        self,
+        argv: list[str],
+        port: int,
+        name: str,
+        folder: Path | None = None,
+        http_port: int | None = None,
+    ) -> None:
+        self.port = port  # WebSocket
+        self.http_port = http_port or port  # the raw-TCP baselines have one port
         self.name = name
         self.folder = folder  # removed on stop
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
@@ -259,7 +267,7 @@ class ServerProcess:
             raise
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://127.0.0.1:{self.http_port}{path}"
 
     def get_json(self, path: str) -> Any:
         with urllib.request.urlopen(self.url(path), timeout=5) as answer:
@@ -289,13 +297,13 @@ def start_eeict(
 
     ``command`` replaces ``python -m server`` (e.g. to run the server under a profiler).
     """
-    port, folder = free_port(), recordings_dir(recording)
+    port, http_port, folder = free_port(), free_port(), recordings_dir(recording)
     argv = [
-        *(command or EEICT), "serve", "--port", str(port),
+        *(command or EEICT), "serve", "--port", str(port), "--http-port", str(http_port),
         "--recordings", str(folder),
         "--live", STREAM_ID, "--loop", "--log-level", "WARNING", *extra,
     ]  # fmt: skip
-    server = ServerProcess(argv, port, "eeict", folder)
+    server = ServerProcess(argv, port, "eeict", folder, http_port)
     server.wait_ready()
     return server
 

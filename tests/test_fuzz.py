@@ -12,14 +12,14 @@ import contextlib
 import json
 import random
 import socket
+import urllib.request
 from pathlib import Path
 
 import msgpack
 import pytest
+from server_process import server_process, write_match
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-
-from server_process import server_process, write_match
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,6 +35,11 @@ VALID = [
     {"type": "step", "delta": -3},
     {"type": "ping", "id": 1},
 ]
+
+
+def http_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status
 
 
 def rss_kb(pid: int) -> int:
@@ -157,10 +162,7 @@ async def test_downloads_that_never_read_keep_memory_bounded(tmp_path):
             during = rss_kb(server.proc.pid)
             loop = asyncio.get_running_loop()
             started = loop.time()
-            import urllib.request
-
-            with urllib.request.urlopen(f"{server.http_url}/healthz", timeout=5) as response:
-                assert response.status == 200
+            assert await asyncio.to_thread(http_status, f"{server.http_url}/healthz") == 200
             assert loop.time() - started < 2.0
         finally:
             for sock in stalled:

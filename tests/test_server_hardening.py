@@ -69,7 +69,7 @@ async def test_odd_http_requests_get_4xx_never_500(start_app, write_tiny):
     }
     for what, head in heads.items():
         status = await asyncio.to_thread(raw_request, app.http_port, head)
-        assert 400 <= status < 500 and status != 416 or status == 206, (what, status)
+        assert (400 <= status < 500 and status != 416) or status == 206, (what, status)
     two_upgrades = (
         b"GET /live/tiny?token=s3cret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
@@ -147,7 +147,7 @@ async def test_a_flood_of_requests_is_rate_limited_and_the_session_goes_on(start
         assert 100 <= len(pongs) < 400 and errors and set(errors) == {"rate_limited"}
         await asyncio.sleep(1.0)
         await ws.send(msgpack.packb({"type": "subscribe", "buffer": 8}))
-        while (message := await recv(ws))["type"] != "ticks":
+        while (await recv(ws))["type"] != "ticks":
             pass
     assert app.metrics.protocol_errors["rate_limited"] > 0
 
@@ -183,6 +183,7 @@ def write_incompressible(folder, name: str, megabytes: int) -> None:
     import random
 
     from conftest import tiny_frames
+
     from processing.recording import write_recording
     from processing.source import SourceInfo
 
