@@ -214,6 +214,7 @@ class RedisBroker:
                 await self._cmd.ping()
                 for stream, owned in list(self._owned.items()):
                     await self._restore(stream, owned)
+                    await self._write_state(stream, owned.epoch, owned.state)
                     await self._send_pending(stream, owned)
             except OUTAGE:
                 delay = min(delay * 2, self.retry_max_s)
@@ -318,12 +319,8 @@ class RedisBroker:
             owned.state.update(fields)
             if not self._healthy:
                 return  # written with the restore when Redis is back
-        keys = self._keys(stream)
-        args = [epoch, *(item for pair in fields.items() for item in pair)]
         try:
-            done = await self._scripts["mark"](
-                keys=[keys["info"], keys["state"], keys["control"]], args=args
-            )
+            done = await self._write_state(stream, epoch, fields)
             if done == -1 and owned is not None and owned.epoch == epoch:
                 await self._restore(stream, owned)
                 done = 1
@@ -333,6 +330,15 @@ class RedisBroker:
                 return
             raise BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}") from exc
         self._raise_for(done, stream, epoch)
+
+    async def _write_state(self, stream: str, epoch: str, fields: dict[str, str]) -> int:
+        """Run the mark script (1: written, -1: no such stream, -2: another epoch); marks
+        made while Redis was unreachable are written again on recovery, the whole state."""
+        keys = self._keys(stream)
+        args = [epoch, *(item for pair in fields.items() for item in pair)]
+        return await self._scripts["mark"](
+            keys=[keys["info"], keys["state"], keys["control"]], args=args
+        )
 
     def _owned_at(self, stream: str, epoch: str) -> _Owned:
         owned = self._owned.get(stream)
