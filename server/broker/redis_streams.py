@@ -142,6 +142,16 @@ class _Owned:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """A stream as the last snapshot found it: while no control entry follows ``control``,
+    its epoch and state are still current."""
+
+    epoch: str | None
+    control: bytes
+    state: dict[str, Any]
+
+
 class RedisBroker:
     """Frames of live streams in Redis Streams, shared by every process using the same Redis."""
 
@@ -178,6 +188,7 @@ class RedisBroker:
             )
         }
         self._owned: dict[str, _Owned] = {}
+        self._seen: dict[str, _Seen] = {}
         self._healthy = True
         self._recovered = asyncio.Event()
         self._recovered.set()
@@ -360,39 +371,51 @@ class RedisBroker:
     async def read(
         self, stream: str, after_seq: int, epoch: str | None, block_s: float = 0.0
     ) -> ReadResult:
+        """One round trip while a stream flows: ``XREAD BLOCK`` on the frames and the control
+        stream, trusting the epoch of the last snapshot as long as no control entry came; a
+        snapshot (a script: epoch, state and frames at one instant) otherwise."""
         await self._wait_healthy(block_s)
         keys = self._keys(stream)
         try:
-            result, control = await self._snapshot(keys, after_seq, epoch)
-            if result.frames or result.reset or block_s <= 0:
-                return result
+            seen = self._seen.get(stream)
+            if block_s <= 0 or epoch is None or seen is None or seen.epoch != epoch:
+                result, seen = await self._snapshot(stream, keys, after_seq, epoch)
+                if result.frames or result.reset or block_s <= 0:
+                    return result
             block_ms = max(1, round(min(block_s, MAX_BLOCK_S) * 1000))
-            await self._blocking.xread(
-                {keys["frames"]: entry_id(after_seq), keys["control"]: control},
-                count=1,
+            reply = await self._blocking.xread(
+                {keys["frames"]: entry_id(after_seq), keys["control"]: seen.control},
+                count=MAX_READ_FRAMES,
                 block=block_ms,
             )
-            result, _ = await self._snapshot(keys, after_seq, epoch)
+            frames_key = keys["frames"].encode()
+            if reply and all(key == frames_key for key, _ in reply) and seen.epoch is not None:
+                frames = [(seq_of(entry_id_), fields[b"d"]) for entry_id_, fields in reply[0][1]]
+                lost = lost_before(frames[0][0], after_seq + 1)
+                return ReadResult(seen.epoch, frames, False, lost, dict(seen.state))
+            result, _ = await self._snapshot(stream, keys, after_seq, epoch)
         except OUTAGE as exc:
             self._down(exc)
             raise BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}") from exc
         return result
 
     async def _snapshot(
-        self, keys: dict[str, str], after_seq: int, epoch: str | None
-    ) -> tuple[ReadResult, bytes]:
-        current, state, control, entries = await self._scripts["snapshot"](
+        self, stream: str, keys: dict[str, str], after_seq: int, epoch: str | None
+    ) -> tuple[ReadResult, _Seen]:
+        current, state_fields, control, entries = await self._scripts["snapshot"](
             keys=[keys["info"], keys["state"], keys["frames"], keys["control"]],
             args=[epoch or "", entry_id(after_seq), MAX_READ_FRAMES],
         )
         if current is None:
-            return ReadResult(epoch=None, frames=[]), control
-        current = current.decode()
-        reset = epoch is not None and epoch != current
+            seen = _Seen(None, control, {})
+            self._seen.pop(stream, None)
+            return ReadResult(epoch=None, frames=[]), seen
+        seen = _Seen(current.decode(), control, _decode_state(state_fields))
+        self._seen[stream] = seen
+        reset = epoch is not None and epoch != seen.epoch
         frames = [(seq_of(entry[0]), _data(entry[1])) for entry in entries]
-        expected = 0 if reset else after_seq + 1
-        lost = lost_before(frames[0][0] if frames else None, expected)
-        return ReadResult(current, frames, reset, lost, _decode_state(state)), control
+        lost = lost_before(frames[0][0] if frames else None, 0 if reset else after_seq + 1)
+        return ReadResult(seen.epoch, frames, reset, lost, dict(seen.state)), seen
 
     async def history(
         self, stream: str, from_seq: int, to_seq: int, epoch: str
