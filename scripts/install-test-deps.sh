@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Test dependencies outside PyPI: Debian's Chromium (the radar page's browser test) and the
-# Node example's packages. Idempotent and quick when everything is already there.
+# Test dependencies outside PyPI: Debian's Chromium (the radar page's browser test), Debian's
+# redis-server (the broker tests start their own on a free port) and the Node example's packages. Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,16 @@ if ! command -v chromium >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
         echo "chromium is missing: install it (e.g. 'sudo apt-get install chromium')" >&2
+    fi
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian's redis-server for the broker tests..."
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server')" >&2
     fi
 fi
 

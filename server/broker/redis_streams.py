@@ -1,0 +1,473 @@
+"""The Redis Streams broker (``--broker redis://host:port/db``): every replica reads the same
+frames, under the same seq and epoch, from one Redis.
+
+Per stream four keys, all with the stream's name as hash tag so they live in one slot:
+``<prefix>:{<stream>}:frames`` (a Redis stream: one entry per frame, id ``<seq+1>-0``, capped
+with ``MAXLEN ~ window``), ``:info`` (hash: epoch, meta as JSON), ``:state`` (hash: the flags of
+``mark``, JSON values) and ``:control`` (a short Redis stream that gets an entry whenever the
+epoch or the state changes, so blocked readers wake at once). ``<prefix>:streams`` lists names.
+
+Writes are Lua scripts that check the epoch first (an old incarnation can never write into a
+new one). Reads take a consistent snapshot with a script, then block with ``XREAD BLOCK`` on the
+frames and the control stream. Outages: an operation that cannot reach Redis marks the broker
+unhealthy and starts one recovery task (exponential backoff with jitter, PING until it
+answers). Meanwhile the frames this process publishes wait here (at most ``window`` per
+stream, the oldest dropped first) and are sent when Redis is back; if Redis came back without
+its data (a restart without persistence), this process restores the info of the streams it
+publishes under the same epoch, so readers see the frames Redis lost as ``lost``, not a reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import (
+    DEFAULT_WINDOW,
+    MAX_READ_FRAMES,
+    BrokerUnavailable,
+    EpochMismatch,
+    ReadResult,
+    StreamInfo,
+    UnknownStream,
+    check_frames,
+    json_copy,
+    lost_before,
+)
+from .memory import new_epoch
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCK_S = 2.0  # longest single XREAD BLOCK: a read asking for more returns after this
+PUBLISH_BATCH = 512  # frames per publish script call when a backlog is sent
+OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# KEYS: info, state, frames, control, index. ARGV: stream, epoch, meta JSON, restore flag,
+# (control streams keep ~64 entries: readers only need the newest id)
+# then state field/value pairs. A restore (after Redis lost the stream) keeps the frames key
+# (a snapshot may have kept some) and writes nothing when the info is still there.
+START = """
+if ARGV[4] == '1' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+else
+  redis.call('DEL', KEYS[3])
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'meta', ARGV[3])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 64, '*', 'epoch', ARGV[2])
+return 1
+"""
+
+# KEYS: info, frames. ARGV: epoch, maxlen, then id/data pairs. -1: no such stream, -2: another
+# epoch. An id at or below the stream's top is one this process already sent (a call retried
+# after a lost answer) and is skipped.
+PUBLISH = """
+local current = redis.call('HGET', KEYS[1], 'epoch')
+if not current then return -1 end
+if current ~= ARGV[1] then return -2 end
+local added = 0
+for i = 3, #ARGV, 2 do
+  local ok = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i], 'd', ARGV[i + 1])
+  if type(ok) ~= 'table' or not ok.err then added = added + 1 end
+end
+return added
+"""
+
+# KEYS: info, state, control. ARGV: epoch, then field/value pairs.
+MARK = """
+local current = redis.call('HGET', KEYS[1], 'epoch')
+if not current then return -1 end
+if current ~= ARGV[1] then return -2 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 64, '*', 'mark', '1')
+return 1
+"""
+
+# KEYS: info, state, frames, control. ARGV: asked epoch ('' = current), after id, count.
+# Returns {epoch or false, state fields, newest control id, entries}.
+SNAPSHOT = """
+local current = redis.call('HGET', KEYS[1], 'epoch')
+local newest = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+local control = '0-0'
+if newest[1] then control = newest[1][1] end
+if not current then return {false, {}, control, {}} end
+local start = '(' .. ARGV[2]
+if ARGV[1] ~= '' and ARGV[1] ~= current then start = '-' end
+local entries = redis.call('XRANGE', KEYS[3], start, '+', 'COUNT', ARGV[3])
+return {current, redis.call('HGETALL', KEYS[2]), control, entries}
+"""
+
+# KEYS: info, frames. ARGV: epoch, first id, last id.
+HISTORY = """
+local current = redis.call('HGET', KEYS[1], 'epoch')
+if not current then return -1 end
+if current ~= ARGV[1] then return -2 end
+return redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[3])
+"""
+
+
+def entry_id(seq: int) -> str:
+    """The Redis stream id of a frame: ``<seq+1>-0`` (0-0 is not a valid id to add)."""
+    return f"{seq + 1}-0"
+
+
+def seq_of(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0]) - 1
+
+
+@dataclass
+class _Owned:
+    """A stream this process publishes: what it needs to restore it and what waits to go out."""
+
+    epoch: str
+    meta_json: str
+    state: dict[str, str]  # field -> JSON value
+    pending: deque[tuple[int, bytes]]
+    last_seq: int | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A stream as the last snapshot found it: while no control entry follows ``control``,
+    its epoch and state are still current."""
+
+    epoch: str | None
+    control: bytes
+    state: dict[str, Any]
+
+
+class RedisBroker:
+    """Frames of live streams in Redis Streams, shared by every process using the same Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        window: int = DEFAULT_WINDOW,
+        prefix: str = "eeict",
+        op_timeout_s: float = 2.0,
+        retry_min_s: float = 0.05,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1 frame, got {window}")
+        self.url, self.window, self.prefix = url, window, prefix
+        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        self.op_timeout_s = op_timeout_s
+        # One retry on a fresh connection (a pooled one may be dead after a Redis restart);
+        # anything longer is the recovery task's job, so an outage is seen at once.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        common = {"socket_connect_timeout": op_timeout_s, "retry": retry}
+        self._cmd = aioredis.Redis.from_url(url, socket_timeout=op_timeout_s, **common)
+        self._blocking = aioredis.Redis.from_url(
+            url, socket_timeout=MAX_BLOCK_S + op_timeout_s, **common
+        )
+        self._scripts = {
+            name: self._cmd.register_script(source)
+            for name, source in (
+                ("start", START),
+                ("publish", PUBLISH),
+                ("mark", MARK),
+                ("snapshot", SNAPSHOT),
+                ("history", HISTORY),
+            )
+        }
+        self._owned: dict[str, _Owned] = {}
+        self._seen: dict[str, _Seen] = {}
+        self._healthy = True
+        self._recovered = asyncio.Event()
+        self._recovered.set()
+        self._recovery: asyncio.Task[None] | None = None
+
+    # -- health ------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    async def ping(self) -> bool:
+        try:
+            await self._cmd.ping()
+        except OUTAGE as exc:
+            self._down(exc)
+            return False
+        return self._healthy
+
+    def _down(self, exc: BaseException) -> None:
+        """Note an outage and make sure one recovery task is running."""
+        if self._healthy:
+            log.warning("redis at %s unreachable (%s): retrying with backoff", self.url, exc)
+        self._healthy = False
+        self._recovered.clear()
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        delay = self.retry_min_s
+        while True:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                await self._cmd.ping()
+                for stream, owned in list(self._owned.items()):
+                    await self._restore(stream, owned)
+                    await self._write_state(stream, owned.epoch, owned.state)
+                    await self._send_pending(stream, owned)
+            except OUTAGE:
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            except EpochMismatch as exc:
+                log.warning("%s", exc)
+            self._healthy = True
+            self._recovered.set()
+            log.warning("redis at %s reachable again", self.url)
+            return
+
+    async def _wait_healthy(self, timeout_s: float) -> None:
+        if self._healthy:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._recovered.wait(), timeout_s)
+        if not self._healthy:
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable")
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _keys(self, stream: str) -> dict[str, str]:
+        base = f"{self.prefix}:{{{stream}}}"
+        return {part: f"{base}:{part}" for part in ("info", "state", "frames", "control")}
+
+    @property
+    def _index(self) -> str:
+        return f"{self.prefix}:streams"
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def start_stream(self, stream: str, meta: dict[str, Any]) -> str:
+        epoch = new_epoch()
+        owned = _Owned(epoch, json.dumps(json_copy(meta, "meta")), {}, deque(maxlen=self.window))
+        try:
+            await self._run_start(stream, owned, restore=False)
+        except OUTAGE as exc:
+            self._down(exc)
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}") from exc
+        self._owned[stream] = owned
+        return epoch
+
+    async def _run_start(self, stream: str, owned: _Owned, restore: bool) -> int:
+        keys = self._keys(stream)
+        state = [item for pair in owned.state.items() for item in pair]
+        return await self._scripts["start"](
+            keys=[keys["info"], keys["state"], keys["frames"], keys["control"], self._index],
+            args=[stream, owned.epoch, owned.meta_json, "1" if restore else "0", *state],
+        )
+
+    async def _restore(self, stream: str, owned: _Owned) -> None:
+        """Put back the info of a stream this process publishes, when Redis lost it."""
+        if await self._run_start(stream, owned, restore=True):
+            log.warning("redis had lost stream %s: restored at epoch %s", stream, owned.epoch)
+
+    async def publish(self, stream: str, epoch: str, seq: int, data: bytes) -> None:
+        await self.publish_many(stream, epoch, [(seq, data)])
+
+    async def publish_many(
+        self, stream: str, epoch: str, frames: Sequence[tuple[int, bytes]]
+    ) -> None:
+        """Send the frames, or keep them until Redis is back (see the module's docstring)."""
+        owned = self._owned_at(stream, epoch)
+        checked = check_frames(frames, owned.last_seq)
+        if not checked:
+            return
+        owned.last_seq = checked[-1][0]
+        owned.pending.extend((seq, bytes(data)) for seq, data in checked)
+        if not self._healthy:
+            return
+        try:
+            await self._send_pending(stream, owned)
+        except OUTAGE as exc:
+            self._down(exc)
+
+    async def _send_pending(self, stream: str, owned: _Owned) -> None:
+        keys = self._keys(stream)
+        async with owned.lock:
+            while owned.pending:
+                batch = [owned.pending[i] for i in range(min(PUBLISH_BATCH, len(owned.pending)))]
+                args: list[Any] = [owned.epoch, self.window]
+                for seq, data in batch:
+                    args += [entry_id(seq), data]
+                added = await self._scripts["publish"](
+                    keys=[keys["info"], keys["frames"]], args=args
+                )
+                if added == -1:
+                    await self._restore(stream, owned)
+                    continue
+                if added == -2:
+                    owned.pending.clear()
+                    del self._owned[stream]
+                    raise EpochMismatch(f"stream {stream!r} was restarted by another process")
+                last = batch[-1][0]
+                while owned.pending and owned.pending[0][0] <= last:
+                    owned.pending.popleft()
+
+    async def mark(self, stream: str, epoch: str, **state: Any) -> None:
+        fields = {name: json.dumps(value) for name, value in json_copy(state, "state").items()}
+        owned = self._owned.get(stream)
+        if owned is not None and owned.epoch == epoch:
+            owned.state.update(fields)
+            if not self._healthy:
+                return  # written with the restore when Redis is back
+        try:
+            done = await self._write_state(stream, epoch, fields)
+            if done == -1 and owned is not None and owned.epoch == epoch:
+                await self._restore(stream, owned)
+                done = 1
+        except OUTAGE as exc:
+            self._down(exc)
+            if owned is not None and owned.epoch == epoch:
+                return
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}") from exc
+        self._raise_for(done, stream, epoch)
+
+    async def _write_state(self, stream: str, epoch: str, fields: dict[str, str]) -> int:
+        """Run the mark script (1: written, -1: no such stream, -2: another epoch); marks
+        made while Redis was unreachable are written again on recovery, the whole state."""
+        keys = self._keys(stream)
+        args = [epoch, *(item for pair in fields.items() for item in pair)]
+        return await self._scripts["mark"](
+            keys=[keys["info"], keys["state"], keys["control"]], args=args
+        )
+
+    def _owned_at(self, stream: str, epoch: str) -> _Owned:
+        owned = self._owned.get(stream)
+        if owned is None:
+            raise UnknownStream(f"stream {stream!r} was not started by this process")
+        if owned.epoch != epoch:
+            raise EpochMismatch(f"stream {stream!r} is at epoch {owned.epoch}, not {epoch}")
+        return owned
+
+    @staticmethod
+    def _raise_for(code: int, stream: str, epoch: str) -> None:
+        if code == -1:
+            raise UnknownStream(f"stream {stream!r} is not in redis")
+        if code == -2:
+            raise EpochMismatch(f"stream {stream!r} is no longer at epoch {epoch}")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read(
+        self, stream: str, after_seq: int, epoch: str | None, block_s: float = 0.0
+    ) -> ReadResult:
+        """One round trip while a stream flows: ``XREAD BLOCK`` on the frames and the control
+        stream, trusting the epoch of the last snapshot as long as no control entry came; a
+        snapshot (a script: epoch, state and frames at one instant) otherwise."""
+        await self._wait_healthy(block_s)
+        keys = self._keys(stream)
+        try:
+            seen = self._seen.get(stream)
+            if block_s <= 0 or epoch is None or seen is None or seen.epoch != epoch:
+                result, seen = await self._snapshot(stream, keys, after_seq, epoch)
+                if result.frames or result.reset or block_s <= 0:
+                    return result
+            block_ms = max(1, round(min(block_s, MAX_BLOCK_S) * 1000))
+            reply = await self._blocking.xread(
+                {keys["frames"]: entry_id(after_seq), keys["control"]: seen.control},
+                count=MAX_READ_FRAMES,
+                block=block_ms,
+            )
+            frames_key = keys["frames"].encode()
+            if reply and all(key == frames_key for key, _ in reply) and seen.epoch is not None:
+                frames = [(seq_of(entry_id_), fields[b"d"]) for entry_id_, fields in reply[0][1]]
+                lost = lost_before(frames[0][0], after_seq + 1)
+                return ReadResult(seen.epoch, frames, False, lost, dict(seen.state))
+            result, _ = await self._snapshot(stream, keys, after_seq, epoch)
+        except OUTAGE as exc:
+            self._down(exc)
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}") from exc
+        return result
+
+    async def _snapshot(
+        self, stream: str, keys: dict[str, str], after_seq: int, epoch: str | None
+    ) -> tuple[ReadResult, _Seen]:
+        current, state_fields, control, entries = await self._scripts["snapshot"](
+            keys=[keys["info"], keys["state"], keys["frames"], keys["control"]],
+            args=[epoch or "", entry_id(after_seq), MAX_READ_FRAMES],
+        )
+        if current is None:
+            seen = _Seen(None, control, {})
+            self._seen.pop(stream, None)
+            return ReadResult(epoch=None, frames=[]), seen
+        seen = _Seen(current.decode(), control, _decode_state(state_fields))
+        self._seen[stream] = seen
+        reset = epoch is not None and epoch != seen.epoch
+        frames = [(seq_of(entry[0]), _data(entry[1])) for entry in entries]
+        lost = lost_before(frames[0][0] if frames else None, 0 if reset else after_seq + 1)
+        return ReadResult(seen.epoch, frames, reset, lost, dict(seen.state)), seen
+
+    async def history(
+        self, stream: str, from_seq: int, to_seq: int, epoch: str
+    ) -> list[tuple[int, bytes]]:
+        if to_seq <= from_seq:
+            return []
+        keys = self._keys(stream)
+        try:
+            entries = await self._scripts["history"](
+                keys=[keys["info"], keys["frames"]],
+                args=[epoch, entry_id(max(0, from_seq)), entry_id(to_seq - 1)],
+            )
+        except OUTAGE as exc:
+            self._down(exc)
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}") from exc
+        if isinstance(entries, int):
+            self._raise_for(entries, stream, epoch)
+        return [(seq_of(entry[0]), _data(entry[1])) for entry in entries]
+
+    async def streams(self) -> dict[str, StreamInfo]:
+        try:
+            names = sorted(name.decode() for name in await self._cmd.smembers(self._index))
+            async with self._cmd.pipeline(transaction=False) as pipe:
+                for name in names:
+                    keys = self._keys(name)
+                    pipe.hgetall(keys["info"])
+                    pipe.hgetall(keys["state"])
+                replies = await pipe.execute()
+        except OUTAGE as exc:
+            self._down(exc)
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}") from exc
+        found = {}
+        for name, info, state in zip(names, replies[::2], replies[1::2], strict=True):
+            if b"epoch" in info:
+                meta = json.loads(info[b"meta"])
+                found[name] = StreamInfo(info[b"epoch"].decode(), meta, _decode_state(state))
+        return found
+
+    async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+        await self._blocking.aclose()
+        await self._cmd.aclose()
+
+
+def _data(fields: list[bytes]) -> bytes:
+    """The frame bytes of an entry's field list (``d`` and its value)."""
+    return fields[1]
+
+
+def _decode_state(flat: list[bytes] | dict[bytes, bytes]) -> dict[str, Any]:
+    pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
+    return {name.decode(): json.loads(value) for name, value in pairs}
