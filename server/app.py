@@ -22,10 +22,12 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from server import http_app, protocol
+from server.broker import make_broker
 from server.builtin import load_builtin
 from server.catalog import Catalog
 from server.clock import steady_wall_clock
 from server.config import BUILTIN_STREAM, DEFAULT_BUFFER_S, ServerConfig
+from server.follower import Follower, follow_broker
 from server.ingest import Ingest
 from server.legacy import serve_legacy
 from server.live_driver import LiveDriver
@@ -56,7 +58,9 @@ class App:
         self.metrics = Metrics()
         self.catalog = Catalog(config.recordings)
         self.drivers: dict[str, LiveDriver] = {}  # live stream id -> its driver
+        self.broker = make_broker(config.broker)
         self.ingest = Ingest(self)
+        self.followers: dict[str, Follower] = {}  # live matches served here, by stream id
         self.downloads: http_app.Downloads | None = None  # set when the HTTP app is built
         self.ready = False
         self.port: int | None = None
@@ -114,14 +118,22 @@ class App:
             loop = config.loop or stream_id == BUILTIN_STREAM
             timeline = Timeline(entry.recording, epoch, every=config.every, loop=loop)
             self.add_stream(LiveStream(stream_id, timeline, self.metrics, config.burst))
-        self._start_task(self._rescan(), "catalog rescan")
-        self._start_task(self.ingest.run(), "GSI ingest")
+        self.start_task(self._rescan(), "catalog rescan")
+        if config.role != "serve":
+            self.start_task(self.ingest.run(), "GSI ingest")
+        if config.role != "ingest":
+            self.start_task(follow_broker(self), "broker follower")
         self.ready = True
         log.info(
-            "ready: live %s; %d recordings; GSI matches %s",
-            ", ".join(self.drivers), len(self.catalog.entries),
-            ", ".join(config.gsi_tokens()) or "none",
+            "ready (%s): live %s; %d recordings; GSI matches %s; broker %s",
+            config.role, ", ".join(self.drivers), len(self.catalog.entries),
+            ", ".join(config.gsi_tokens()) or "none", config.broker or "in memory",
         )  # fmt: skip
+
+    @property
+    def healthy(self) -> bool:
+        """Ready, and the broker reachable (readiness follows broker health)."""
+        return self.ready and self.broker.healthy
 
     def add_stream(self, stream: LiveStream) -> LiveDriver:
         """Serve ``stream`` at /live/<id> (replacing an ended one of the same id)."""
@@ -129,11 +141,11 @@ class App:
         if old is not None:
             old.task.cancel()
         driver = LiveDriver(stream, self.clock)
-        driver.task = self._start_task(driver.run(), f"live stream {stream.id}")
+        driver.task = self.start_task(driver.run(), f"live stream {stream.id}")
         self.drivers[stream.id] = driver
         return driver
 
-    def _start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    def start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run a background task; if it ever dies, log why and stop claiming to be ready."""
         task = asyncio.create_task(coroutine, name=name)
         task.add_done_callback(self._task_ended)
@@ -161,6 +173,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.broker.close()
         if self._http is not None:
             await self._http.cleanup()
         log.info("stopped")
@@ -192,9 +205,10 @@ class App:
 
     def find_replayable(self, name: str) -> tuple[str, FrameStore, dict[str, Any]] | None:
         """A live match in play (its frames so far) or a recording, by id."""
-        match = self.ingest.replayable(name)
-        if match is not None:
-            return match
+        follower = self.followers.get(name)
+        description = follower.describe() if follower is not None else None
+        if description is not None:
+            return name, follower.feed.store, description
         entry = self.catalog.get(name)
         if entry is None:
             return None
@@ -325,8 +339,10 @@ class App:
         first configured stream (the old client cannot name one)."""
         if name is not None:
             return self.drivers.get(name)
-        in_play = self.ingest.newest_in_play()
-        return self.drivers.get(in_play) if in_play else next(iter(self.drivers.values()))
+        playing = [f for f in self.followers.values() if f.driver and not f.ended]
+        if playing:
+            return playing[-1].driver
+        return next(iter(self.drivers.values()))
 
     def _rescan_for(self, name: str) -> tuple[str, FrameStore, dict[str, Any]] | None:
         self.catalog.scan_if_older(MISS_RESCAN_S)  # dropped in since the last scan?

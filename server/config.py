@@ -81,6 +81,15 @@ class ServerConfig:
         300.0, "seconds a stale live match waits for posts before it is written as a recording",
         metavar="SECONDS",
     )  # fmt: skip
+    broker: str | None = option(
+        None, "how live matches reach every replica: redis://HOST:PORT/DB (Redis Streams); "
+        "default: in this process only", metavar="URL",
+    )  # fmt: skip
+    role: str = option(
+        "all", "all: take GSI posts and serve; ingest: take posts and publish them to the "
+        "broker only; serve: serve the broker's matches only (replicas)",
+        choices=("all", "ingest", "serve"),
+    )  # fmt: skip
     overviews: Path | None = option(
         None, "folder of CS2 map overviews (<map>.txt and <map>_radar.png) for the radar",
         metavar="DIR",

@@ -113,9 +113,10 @@ def build(app: App) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(request: web.Request) -> web.Response:
-        if app.ready:
+        if app.healthy:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        why = "broker unreachable" if app.ready else "starting or stopping"
+        return web.Response(status=503, text=f"not ready: {why}\n")
 
     async def metrics(request: web.Request) -> web.Response:
         body, content_type = app.metrics.exposition()

@@ -1,9 +1,10 @@
-"""Live matches from CS2's Game State Integration: posts in, a live stream and a recording out.
+"""Live matches from CS2's Game State Integration: posts in, frames to the broker, a recording.
 
 ``POST /gsi/<match>`` hands each payload to the match's framer (processing/gsi/) and answers at
-once; one task turns framed samples into frames at the stream's rate, appends them to the
-match's growing store (read by live, legacy, replay and fetch), keeps a journal, marks the
-stream stale when posts stop, and writes a normal recording when the match ends.
+once; one task turns framed samples into frames at the stream's rate and publishes them through
+the broker (in this process, or Redis for many replicas: server/follower.py serves them),
+keeps them in a local store and a journal, marks the stream stale when posts stop, and writes
+a normal recording when the match ends.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from processing.gsi import GsiFramer, GsiPayloadError, payload_token, validate_payload
 from processing.recording import SUFFIX, Recording, write_recording
 from processing.source import SourceInfo
 from server import journal
+from server.broker import BrokerError
 from server.builtin import cache_dir
+from server.follower import pack_frame
 from server.http_app import token_matches
-from server.streams.feed import GrowingFeed
-from server.streams.live import LiveStream
 from server.streams.store import GrowingStore
 
 if TYPE_CHECKING:
     from server.app import App
-    from server.live_driver import LiveDriver
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +45,15 @@ class LiveMatch:
         self.name = name
         self.framer = framer
         self.started = started
-        self.feed: GrowingFeed | None = None
-        self.driver: LiveDriver | None = None
+        self.store: GrowingStore | None = None  # every frame of this incarnation, for the end
+        self.epoch: str | None = None  # the broker's, once the first frame is published
         self.journal: journal.Journal | None = None
         self.tick_offset = 0  # frames reloaded from a journal come first
         self.time_offset = 0.0
-        self.finishing = False
+        self.unpublished: list[tuple[int, bytes]] = []
+        self.stale = False
         self.stale_since: float | None = None
-
-    @property
-    def in_play(self) -> bool:
-        return self.feed is not None and not self.feed.store.complete
+        self.finishing = False
 
 
 class Ingest:
@@ -62,6 +62,7 @@ class Ingest:
         self.config = app.config
         self.tokens = app.config.gsi_tokens()
         self.matches: dict[str, LiveMatch] = {}
+        self.delay = app.config.gsi_delay
         self._writes: set[asyncio.Task[None]] = set()
 
     # -- posts ----------------------------------------------------------------------------
@@ -69,6 +70,9 @@ class Ingest:
     def post(self, name: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take one post; returns the HTTP status and a short JSON answer. Never blocks."""
         metrics = self.app.metrics
+        if self.config.role == "serve":
+            return self._refuse(404, "not_ingesting", "this replica serves only; post GSI to "
+                                "the ingest process")  # fmt: skip
         expected = self.tokens.get(name)
         if expected is None:
             return self._refuse(404, "unknown_match", f"no live match {name[:64]!r} is "
@@ -105,68 +109,80 @@ class Ingest:
         while True:
             now = self.app.clock()
             for match in list(self.matches.values()):
-                self._advance(match, now)
+                if not match.finishing:
+                    await self._advance(match, now)
             await asyncio.sleep(STEP_S)
 
-    def _advance(self, match: LiveMatch, now: float) -> None:
-        if match.finishing:
-            return
+    async def _advance(self, match: LiveMatch, now: float) -> None:
         frames = match.framer.frames(now)
-        if frames and match.feed is None:
-            self._open_stream(match, now)
-        feed = match.feed
-        if feed is None:
+        if frames and match.store is None:
+            await self._open(match, now)
+        store = match.store
+        if store is None:
             return
         for frame in frames:
             frame["tick"] += match.tick_offset
             frame["round_time"] = round(frame["round_time"] + match.time_offset, 4)
-            depicts = now - self.config.gsi_delay
-            chunk = feed.append(frame, now, depicts)
-            if chunk is not None and match.journal is not None:
+            seq = store.frame_count
+            chunk = store.append(frame)
+            match.unpublished.append((seq, pack_frame(msgpack.packb(frame), now - self.delay)))
+            if chunk is not None:
                 match.journal.append(chunk)
         stale = match.framer.stale(now, self.config.gsi_stale_after)
-        changed = feed.set_stale(stale, now)
-        if changed:
-            log.info("live match %s: %s", match.name, "feed stopped (stale)" if stale else
-                     "feed resumed")  # fmt: skip
-        if frames or changed:
-            match.driver.wake()
-        quiet_for = now - feed.stale_since if feed.stale_since is not None else 0.0
+        state: dict[str, Any] = {}
+        if stale != match.stale:
+            match.stale, match.stale_since = stale, (now if stale else None)
+            state["stale"] = stale
+            log.info("live match %s: %s", match.name,
+                     "feed stopped (stale)" if stale else "feed resumed")  # fmt: skip
+        quiet_for = now - match.stale_since if match.stale_since is not None else 0.0
         if match.framer.ended or quiet_for > self.config.gsi_finish_after:
+            state["ended"] = True
             self._finish(match, "game over" if match.framer.ended else "feed gone")
+        await self._publish(match, state)
 
-    def _open_stream(self, match: LiveMatch, now: float) -> None:
-        """The first frame: create the store and stream, reloading a journal from before a
-        restart when there is one."""
+    async def _publish(self, match: LiveMatch, state: dict[str, Any]) -> None:
+        """Hand new frames (then state changes) to the broker; kept for later if it fails."""
+        broker = self.app.broker
+        try:
+            if match.unpublished:
+                await broker.publish_many(match.name, match.epoch, match.unpublished)
+                match.unpublished = []
+            if state:
+                await broker.mark(match.name, match.epoch, **state)
+        except BrokerError as exc:
+            log.warning("live match %s: the broker refused frames (%s); retrying", match.name, exc)
+            match.unpublished = match.unpublished[-self.app.broker.window :]
+
+    async def _open(self, match: LiveMatch, now: float) -> None:
+        """The first frame: a new incarnation in the broker and a local store, reloading a
+        journal from before a restart when there is one."""
         meta = {
             "map": match.framer.map_name,
             "tickrate": RATE,
             "teams": match.framer.team_names,
-            "synthetic": False,
             "source_file": f"gsi:{match.name}",
         }
         store = GrowingStore(match.name, meta)
-        feed = GrowingFeed(store, epoch=now, source="gsi")
         path = self._journal_path(match.name)
         loaded = journal.read(path) if path.exists() else None
         match.journal = journal.Journal(path)
         if loaded is not None and loaded[0].get("map") == meta["map"]:
             for frames in loaded[1]:
                 for frame in frames:
-                    feed.append(frame, now, now)
-            match.tick_offset = int(store.meta["last_tick"]) + 1 if store.frame_count else 0
-            match.time_offset = (
-                store.frame(store.frame_count - 1)["round_time"] + STEP_S
-                if store.frame_count else 0.0
-            )  # fmt: skip
+                    match.unpublished.append((store.frame_count, pack_frame(msgpack.packb(frame),
+                                                                            now)))  # fmt: skip
+                    store.append(frame)
+            if store.frame_count:
+                match.tick_offset = int(store.meta["last_tick"]) + 1
+                match.time_offset = store.frame(store.frame_count - 1)["round_time"] + STEP_S
             match.journal.reopen()
             log.info("live match %s: %d frames reloaded from %s", match.name,
                      store.frame_count, path.name)  # fmt: skip
         else:
             match.journal.start(meta)
-        match.feed = feed
-        stream = LiveStream(match.name, feed, self.app.metrics, self.config.burst)
-        match.driver = self.app.add_stream(stream)
+        match.epoch = await self.app.broker.start_stream(match.name, meta)
+        match.store = store
 
     def _journal_path(self, name: str) -> Path:
         return self._output_dir() / f".{name}.journal"
@@ -181,19 +197,18 @@ class Ingest:
     # -- the end ---------------------------------------------------------------------------
 
     def _finish(self, match: LiveMatch, why: str) -> None:
-        """No more frames: subscribers get ``end``, and the match is written as a recording."""
+        """No more frames: the broker is told (its subscribers get ``end``), and the match is
+        written as a recording."""
         match.finishing = True
-        feed = match.feed
-        feed.store.finish()
-        match.driver.wake()
+        match.store.finish()
         log.info("live match %s: %s after %d frames; writing the recording", match.name, why,
-                 feed.store.frame_count)  # fmt: skip
+                 match.store.frame_count)  # fmt: skip
         task = asyncio.get_running_loop().create_task(self._write(match))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
     async def _write(self, match: LiveMatch) -> None:
-        store = match.feed.store
+        store = match.store
         stamp = datetime.fromtimestamp(match.started, UTC).strftime("%Y%m%d-%H%M%S")
         recording_id = f"{match.name}-{stamp}"
         path = self._output_dir() / f"{recording_id}{SUFFIX}"
@@ -232,27 +247,3 @@ class Ingest:
         for match in self.matches.values():
             if match.journal is not None:
                 match.journal.close()
-
-    # -- lookups ---------------------------------------------------------------------------
-
-    def replayable(self, name: str) -> tuple[str, GrowingStore, dict[str, Any]] | None:
-        match = self.matches.get(name)
-        if match is None or match.feed is None or match.feed.store.frame_count == 0:
-            return None
-        store = match.feed.store
-        description = {
-            "id": name,
-            "kind": "live_match",
-            "path": f"/replay/{name}",
-            "live_path": f"/live/{name}",
-            **{key: store.meta[key] for key in ("map", "tickrate", "first_tick", "last_tick",
-                                                 "frame_count", "duration_s", "teams")},
-            "rounds": store.meta["round_starts"],
-            "players": store.meta["roster"],
-            **match.feed.describe(),
-        }  # fmt: skip
-        return name, store, description
-
-    def newest_in_play(self) -> str | None:
-        playing = [m for m in self.matches.values() if m.in_play]
-        return max(playing, key=lambda m: m.started).name if playing else None

@@ -26,6 +26,7 @@ CLOSE_SLOW_CONSUMER = 4000
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_UNKNOWN_STREAM = 4004
 CLOSE_SERVER_FULL = 1013
+CLOSE_RESTART = 1012  # the stream's incarnation ended (a new epoch): reconnect
 
 
 class ProtocolError(Exception):
@@ -102,10 +103,10 @@ class Request:
         return self.fields.get(key, default)
 
 
-# Field kinds: "int", "number", "str"; a trailing "?" marks the field optional.
+# Field kinds: "int", "number", "str", "epoch"; a trailing "?" marks the field optional.
 REQUEST_FIELDS: dict[str, dict[str, str]] = {
     "ping": {},
-    "subscribe": {"buffer": "int?", "resume_seq": "int?", "epoch": "number?"},
+    "subscribe": {"buffer": "int?", "resume_seq": "int?", "epoch": "epoch?"},
     "buffer": {"ticks": "int"},
     "unsubscribe": {},
     # Replay sessions (server/streams/playback.py).
@@ -124,6 +125,8 @@ _KIND_CHECK = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
     "str": lambda v: isinstance(v, str),
+    # A stream's epoch: a recording's Unix time, or a live match's broker epoch (a string).
+    "epoch": lambda v: isinstance(v, str | float | int) and not isinstance(v, bool),
 }
 
 

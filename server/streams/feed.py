@@ -18,7 +18,7 @@ from server.streams.store import FrameStore, GrowingStore
 
 class LiveFeed(Protocol):
     store: FrameStore
-    epoch: float  # Unix time of seq 0 (a new epoch: a new incarnation of the stream)
+    epoch: float | str  # names the stream's incarnation (a recording's: the Unix time of seq 0)
     pushed: bool  # frames arrive by push (wake the driver), not due by the clock
 
     @property
@@ -30,6 +30,9 @@ class LiveFeed(Protocol):
 
     def available(self) -> int | None:
         """One past the newest seq that exists now (None: every seq exists, a looping clock)."""
+
+    def oldest(self) -> int:
+        """The first seq that exists (frames before it were never had, or were lost)."""
 
     def end(self) -> int | None:
         """One past the last seq once the stream is over, else None."""
@@ -54,19 +57,24 @@ class LiveFeed(Protocol):
 
 
 class GrowingFeed:
-    """A match in play: seq = frame index in its ``GrowingStore``, each frame due when made.
+    """A match in play: frames pushed as they are made, seq = ``base_seq`` + store index.
 
     Frames are pushed by whoever makes them (``append``); the playhead is the newest frame, so
-    a subscriber's buffer cannot run ahead of the game. ``depicts`` is the moment (on this
-    server's clock) a frame shows, for the end-to-end delay.
+    a subscriber's buffer cannot run ahead of the game. A replica that joins a match late (or
+    after its broker lost frames) starts at ``base_seq`` > 0, so every replica numbers a frame
+    alike. ``depicted_time`` is the moment (on the ingest's clock) a frame shows, for the
+    end-to-end delay.
     """
 
     pushed = True
 
-    def __init__(self, store: GrowingStore, epoch: float, source: str) -> None:
+    def __init__(
+        self, store: GrowingStore, epoch: float | str, source: str, base_seq: int = 0
+    ) -> None:
         self.store = store
         self.epoch = epoch
-        self.source = source  # "gsi" here; "broker" on a replica that only reads
+        self.source = source  # "gsi": made here; "broker": read from the ingest's broker
+        self.base_seq = base_seq
         self._made_at = np.zeros(4096, dtype=np.float64)
         self._depicts = np.zeros(4096, dtype=np.float64)
         self.stale_since: float | None = None
@@ -77,12 +85,12 @@ class GrowingFeed:
 
     def append(self, frame: Frame, made_at: float, depicts: float) -> bytes | None:
         """Add the next frame (see ``GrowingStore.append`` for the return value)."""
-        seq = self.store.frame_count
-        if seq == len(self._made_at):
+        index = self.store.frame_count
+        if index == len(self._made_at):
             self._made_at = np.concatenate((self._made_at, np.zeros_like(self._made_at)))
             self._depicts = np.concatenate((self._depicts, np.zeros_like(self._depicts)))
         chunk = self.store.append(frame)
-        self._made_at[seq], self._depicts[seq] = made_at, depicts
+        self._made_at[index], self._depicts[index] = made_at, depicts
         return chunk
 
     def set_stale(self, stale: bool, now: float) -> bool:
@@ -98,30 +106,32 @@ class GrowingFeed:
 
     def playhead(self, now: float) -> int:
         count = self.store.frame_count
-        return count if self.store.complete else count - 1  # at the end once it is over
+        return self.base_seq + (count if self.store.complete else count - 1)  # at the end once over
 
     def available(self) -> int:
-        return self.store.frame_count
+        return self.base_seq + self.store.frame_count
+
+    def oldest(self) -> int:
+        return self.base_seq
 
     def end(self) -> int | None:
-        return self.store.frame_count if self.store.complete else None
+        return self.available() if self.store.complete else None
 
     def time_of(self, seq: int) -> float:
-        if 0 <= seq < self.store.frame_count:
-            return float(self._made_at[seq])
-        return self.epoch + seq / self.rate
+        index = min(max(seq - self.base_seq, 0), max(self.store.frame_count - 1, 0))
+        return float(self._made_at[index])
 
     def depicted_time(self, seq: int) -> float:
-        return float(self._depicts[seq])
+        return float(self._depicts[seq - self.base_seq])
 
     def frames_bytes(self, start: int, stop: int) -> bytes:
-        return self.store.frames_bytes(start, stop)
+        return self.store.frames_bytes(start - self.base_seq, stop - self.base_seq)
 
     def frame(self, seq: int) -> Frame:
-        return self.store.frame(seq)
+        return self.store.frame(seq - self.base_seq)
 
     def tick_of(self, seq: int) -> int:
-        return int(self.store.ticks[seq])
+        return int(self.store.ticks[seq - self.base_seq])
 
     def describe(self) -> dict[str, Any]:
         return {

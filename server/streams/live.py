@@ -161,7 +161,7 @@ class LiveStream:
             reached = playhead + self.max_buffer + 1 if newest is None else newest
             if (epoch is not None and epoch != self.feed.epoch) or resume_seq > reached:
                 self._notify_skip(sub, resume_seq, playhead, "resume_unknown")
-            elif playhead - resume_seq > window:
+            elif playhead - resume_seq > window or resume_seq < self.feed.oldest():
                 self._notify_skip(sub, resume_seq, playhead, "resume_window_exceeded")
             else:
                 sub.next_seq, sub.catch_up_to, sub.fresh = resume_seq, playhead, False
@@ -190,6 +190,19 @@ class LiveStream:
         sub.done = True
         self.subscribers.discard(sub)
         self._blocked.discard(sub)
+
+    def close_all(self, code: int, reason: str) -> Output:
+        """Close every subscriber (the stream's incarnation is over)."""
+        for sub in list(self.subscribers):
+            self.unsubscribe(sub)
+            self._closes.append((sub.sink, code, reason))
+        return self._take_output()
+
+    def replace_feed(self, feed: LiveFeed) -> None:
+        """Continue from another feed of the same incarnation (a replica that lost frames starts
+        a new segment); subscribers before its first frame are told what they lost."""
+        self.feed = feed
+        self._cache.clear()
 
     # -- the stream logic ------------------------------------------------------------------
 
@@ -258,6 +271,9 @@ class LiveStream:
             behind = playhead - sub.next_seq
             if behind > limits.skip_behind_s * self.feed.rate and (sub.next_seq >= sub.catch_up_to):
                 self._notify_skip(sub, sub.next_seq, playhead, "slow_consumer")
+        oldest = self.feed.oldest()
+        if sub.next_seq < oldest:  # those frames are gone (a broker lost them)
+            self._notify_skip(sub, sub.next_seq, oldest, "frames_lost")
         end, available = self.feed.end(), self.feed.available()
         allowed = playhead + 1 + sub.buffer
         if available is not None:

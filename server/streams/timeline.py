@@ -53,6 +53,9 @@ class Timeline:
     def available(self) -> int | None:
         return self.end()  # every frame of a recording exists already
 
+    def oldest(self) -> int:
+        return 0
+
     def index(self, seq: int) -> int:
         """Recording frame index played at ``seq``."""
         return (seq % self.lap_length) * self.every
