@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Load test a live stream: N subscribers, delivered frames/s, lag percentiles, errors.
+"""Load test a live stream: N subscribers, delivered frames/s, seq gaps, lag percentiles, errors.
 
 Each client connects (at --ramp connections/s), subscribes with --buffer seconds and counts
 what arrives. The lag of a frame is its arrival time minus its play time, ``epoch + seq /
 rate``, on the server's clock (offset from ``hello.server_time``, so the hello's one-way delay is
 not counted): negative means it came early, which is what the buffer is for; a positive lag is a
 frame the viewer would have missed. The current frame sent on subscribe (and after a skip) is
-left out: it is due by definition. A connection that ends before --duration is a failure.
-Frames are counted from the message header without decoding them, so one process keeps up
-with about a thousand clients; more clients are spread over --processes processes, each with
-its own asyncio loop, and their results are merged. Everything stops by itself after
---duration plus a few seconds.
+left out: it is due by definition. A seq gap is a frame that never came without a ``skip``
+saying so. A connection that ends before --duration is a failure.
 
-    python client_examples/loadtest.py --url ws://127.0.0.1:8080 --stream generated -n 200
+Clients ask for compressed bursts (``--encoding deflate``, the default) and read only the
+envelope of each ``ticks`` message (seq and count come before the data), never inflating or
+decoding frames; WebSocket frames are parsed in C by picows. So one process on one core holds
+many thousands of subscribers (docs/performance.md); more than --per-process clients are
+spread over processes, each with its own event loop, and their results merged. Everything stops
+by itself after --duration plus a few seconds.
+
+    python client_examples/loadtest.py --url ws://127.0.0.1:8080 --stream generated -n 2000
 """
 
 from __future__ import annotations
@@ -25,19 +29,24 @@ import math
 import multiprocessing
 import os
 import resource
+import struct
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import msgpack
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from picows import WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
 
-CLIENTS_PER_PROCESS = 1000
+BINARY, CLOSE = WSMsgType.BINARY, WSMsgType.CLOSE
+
 GRACE_S = 5.0  # after --duration: time to close sockets before everything is cancelled
 SLOW_READ_S = 1.0  # a slow client reads one message a second
+TICKS = b"\xa4type\xa5ticks"  # how a ticks message goes on after its map header
+FRAMES_KEY = b"\xa6frames"
+COUNT_KEY = b"\xa5count"
 
 
 @dataclass
@@ -52,23 +61,24 @@ class Results:
     bytes: int = 0
     skips: int = 0
     skipped_frames: int = 0
+    gap_frames: int = 0  # frames whose seq never came, with no skip saying so
+    repeated_frames: int = 0  # frames whose seq came again or out of order
     late_frames: int = 0
     paced_frames: int = 0  # frames after each client's initial buffer fill
     client_seconds: float = 0.0  # summed over clients: time since each one's first frames
+    cpu_seconds: float = 0.0  # of the load generator's own processes
+    steady_cpu_seconds: float = 0.0  # from the last connection to the deadline
+    steady_messages: int = 0  # received in that time
     errors: Counter[str] = field(default_factory=Counter)  # connect failures, error messages
     disconnects: Counter[str] = field(default_factory=Counter)  # by close code, before the end
     lag_ms: Counter[int] = field(default_factory=Counter)
 
     def merge(self, other: Results) -> None:
-        for name in ("clients", "connected", "failed", "frames", "messages", "bytes", "skips"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.skipped_frames += other.skipped_frames
-        self.late_frames += other.late_frames
-        self.paced_frames += other.paced_frames
-        self.client_seconds += other.client_seconds
-        self.errors.update(other.errors)
-        self.disconnects.update(other.disconnects)
-        self.lag_ms.update(other.lag_ms)
+        for name, value in vars(other).items():
+            if isinstance(value, Counter):
+                getattr(self, name).update(value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
     def percentile(self, q: float) -> float | None:
         total = sum(self.lag_ms.values())
@@ -97,31 +107,103 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--buffer", type=float, default=1.0, help="each client's buffer, seconds (default 1)"
     )
     parser.add_argument(
+        "--encoding", choices=("deflate", "none"), default="deflate",
+        help="ask for compressed bursts (default) or today's plain frames",
+    )  # fmt: skip
+    parser.add_argument("--fields", help="ask for these fields only (see docs/protocol.md)")
+    parser.add_argument("--every", type=int, default=1, help="ask for every Nth frame")
+    parser.add_argument(
         "--slow", type=float, default=0.0, help="fraction of clients that read slowly (0..1)"
     )
     parser.add_argument(
-        "--processes",
-        type=int,
-        default=0,
-        help="worker processes (default: one per 1000 clients, at most the CPU count)",
-    )
+        "--per-process", type=int, default=10000,
+        help="clients per worker process (default 10000: one process holds that on one core)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, default=0,
+        help="worker processes (default: clients / --per-process, at most the CPU count)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
     parser.add_argument(
-        "--max-error-rate",
-        type=float,
-        default=0.0,
+        "--max-error-rate", type=float, default=0.0,
         help="exit 1 when more than this fraction of clients failed (default 0)",
-    )
+    )  # fmt: skip
     parser.add_argument("--token", default="", help="bearer token when the server has one")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.ramp <= 0 or args.duration <= 0 or not 0 <= args.slow <= 1:
         parser.error("need --clients >= 1, --ramp > 0, --duration > 0, 0 <= --slow <= 1")
+    if args.every < 1 or args.per_process < 1:
+        parser.error("--every and --per-process must be at least 1")
     return args
 
 
-def ticks_header(data: bytes) -> tuple[dict[str, Any], int]:
-    """The envelope fields of a server message and its frame count, without decoding frames
-    (the server puts ``frames`` last)."""
+def stream_url(args: argparse.Namespace) -> str:
+    query = {}
+    if args.encoding != "none":
+        query["encoding"] = args.encoding
+    if args.fields:
+        query["fields"] = args.fields
+    if args.every > 1:
+        query["every"] = str(args.every)
+    suffix = f"?{urlencode(query)}" if query else ""
+    return f"{args.url.rstrip('/')}/live/{args.stream}{suffix}"
+
+
+# -- reading envelopes -----------------------------------------------------------------------
+
+# A msgpack unsigned int by its first byte: (struct of the value, bytes it takes in all).
+UINTS = {0xCC: (struct.Struct(">B"), 2), 0xCD: (struct.Struct(">H"), 3)}
+UINTS |= {0xCE: (struct.Struct(">I"), 5), 0xCF: (struct.Struct(">Q"), 9)}
+UINT32 = UINTS[0xCE][0]
+ARRAYS = {0xDC: struct.Struct(">H"), 0xDD: struct.Struct(">I")}
+MAX_COUNT = 1023  # frames of one burst in the lag histogram's key (the server sends <= 256)
+HEAD = 64  # bytes of a message copied to read its envelope; seq and count come well before
+
+
+def read_uint(data: bytes, at: int) -> tuple[int, int]:
+    """A msgpack unsigned int at ``at``: (value, offset after it); ValueError if it is not one."""
+    first = data[at]
+    if first < 0x80:
+        return first, at + 1
+    if first not in UINTS:
+        raise ValueError(f"not an unsigned int: 0x{first:02x}")
+    kind, size = UINTS[first]
+    return kind.unpack_from(data, at + 1)[0], at + size
+
+
+def read_array_header(data: bytes, at: int) -> int:
+    first = data[at]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first not in ARRAYS:
+        raise ValueError(f"not an array: 0x{first:02x}")
+    return ARRAYS[first].unpack_from(data, at + 1)[0]
+
+
+def ticks_seq_count(head: bytes, prefix: bytes) -> tuple[int, int] | None:
+    """(seq, frame count) of a live ``ticks`` message from its first bytes, or None when it is
+    not one that starts with ``prefix`` (type, stream and the seq key, after the map header).
+
+    Compressed messages carry ``count`` right after ``seq``; plain ones their ``frames`` array.
+    """
+    if not head.startswith(prefix, 1):
+        return None
+    seq, at = read_uint(head, 1 + len(prefix))
+    if head.startswith(COUNT_KEY, at):
+        return seq, read_uint(head, at + len(COUNT_KEY))[0]
+    if head.startswith(FRAMES_KEY, at):
+        return seq, read_array_header(head, at + len(FRAMES_KEY))
+    return None
+
+
+def ticks_prefix(stream: str) -> bytes:
+    """What every ticks message of ``stream`` starts with after its map header."""
+    return TICKS + msgpack.packb("stream") + msgpack.packb(stream) + msgpack.packb("seq")
+
+
+def envelope(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
+    """Any message's fields before ``frames`` or ``data`` and its frame count (the slow path:
+    msgpack decodes the envelope, skipping the frames)."""
     unpacker = msgpack.Unpacker()
     unpacker.feed(data)
     fields: dict[str, Any] = {}
@@ -129,130 +211,265 @@ def ticks_header(data: bytes) -> tuple[dict[str, Any], int]:
         key = unpacker.unpack()
         if key == "frames":
             return fields, unpacker.read_array_header()
+        if key == "data":
+            break
         fields[key] = unpacker.unpack()
-    return fields, 0
+    return fields, fields.get("count", 0)
 
 
-async def client(args: argparse.Namespace, slow: bool, deadline: float, results: Results) -> None:
-    """One subscriber until the deadline; everything it sees goes into ``results``."""
-    url = f"{args.url.rstrip('/')}/live/{args.stream}"
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-    seen = Results()  # this client's own counts, merged at the end
-    try:
-        async with connect(
-            url, additional_headers=headers, compression=None, open_timeout=10, close_timeout=2
-        ) as ws:
-            seen.connected = 1
-            await consume(ws, args, slow, deadline, seen)
-    except InvalidStatus as exc:
-        seen.errors[f"http_{exc.response.status_code}"] += 1
-    except ConnectionClosed as exc:
-        seen.disconnects[str(exc.rcvd.code) if exc.rcvd else "no_close_frame"] += 1
-    except Exception as exc:  # OSError, TimeoutError, InvalidMessage, a malformed message...
-        seen.errors[type(exc).__name__] += 1
-    finally:
-        seen.failed = int(bool(seen.errors or seen.disconnects))
-        results.merge(seen)
+# -- one client ------------------------------------------------------------------------------
 
 
-@dataclass
-class View:
-    """One client's view of its stream: the server clock and where steady delivery starts."""
+class Subscriber(WSListener):
+    """One live subscriber: answers hello with subscribe and counts every message's envelope.
 
-    epoch: float = 0.0
-    rate: float = 64.0
-    offset: float = 0.0  # server clock minus ours
-    buffer: int = 0
-    current_next: bool = True  # the next frame is the current one (subscribe, skip): due already
-    first_arrival: float | None = None  # of the first ticks message
-    paced_from: int = 0  # first seq after the initial buffer fill
+    picows calls ``on_ws_frame`` with each WebSocket frame parsed in C; the server sends each
+    message as one frame (continuation frames of a fragmented one are only counted as bytes).
+    The per-message path is the load generator's whole cost at 10,000 clients: it copies the
+    first HEAD bytes and does a few comparisons and additions, nothing per frame.
+    """
 
+    def __init__(self, run: Run, slow: bool) -> None:
+        self.run = run
+        self.results = run.results
+        self.bursts = run.bursts
+        self.every = run.every
+        self.slow = slow
+        self.transport: WSTransport | None = None
+        self.prefix = b"\0"  # of this stream's ticks messages (known after hello)
+        self.seq_at = HEAD  # where their seq starts
+        self.rate = 64.0
+        self.clock = 0.0  # our clock plus this gives the server's playhead time minus epoch
+        self.buffer = 0
+        self.current_next = True  # the next frame is the current one (subscribe, skip): due
+        self.expected: int | None = None  # next seq; None until the first ticks message
+        self.first_arrival: float | None = None
+        self.paced_from = 1 << 62  # first seq after the initial buffer fill
+        self.ended = False  # the stream said end
+        self.failed = False
+        self.disconnect: str | None = None  # close code when the server closed first
 
-async def consume(
-    ws: ClientConnection, args: argparse.Namespace, slow: bool, deadline: float, results: Results
-) -> None:
-    """Read until the deadline; a connection that ends before it without ``end`` is a disconnect
-    (1000 and 1001 end ``async for`` quietly)."""
-    view = View()
-    loop_deadline = asyncio.get_running_loop().time() + deadline - time.time()
-    try:
-        async with asyncio.timeout_at(loop_deadline):
-            ended = await read(ws, args, slow, results, view)
-        if not ended:
-            results.disconnects[str(ws.close_code)] += 1
-    except TimeoutError:
-        pass
-    finally:
-        if view.first_arrival is not None:
-            results.client_seconds += max(0.0, min(time.time(), deadline) - view.first_arrival)
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.results.connected += 1
 
-
-async def read(
-    ws: ClientConnection, args: argparse.Namespace, slow: bool, results: Results, view: View
-) -> bool:
-    """Count what arrives until the connection closes; True when the stream sent ``end``."""
-    async for data in ws:
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        results = self.results
+        results.bytes += frame.payload_size
+        if frame.msg_type != BINARY:
+            if frame.msg_type == CLOSE:
+                self.on_close(transport, frame.get_close_code())
+            return  # continuation frames, pongs, text: nothing more to count
         arrival = time.time()
         results.messages += 1
-        results.bytes += len(data)
-        fields, count = ticks_header(data)
+        head = frame.get_payload_as_memoryview()[:HEAD].tobytes()
+        at = self.seq_at  # the common case inline: a 4-byte seq, then a small count
+        if (
+            len(head) > at + 11
+            and head[at] == 0xCE
+            and head.startswith(self.prefix, 1)
+            and head.startswith(COUNT_KEY, at + 5)
+            and head[at + 11] < 0x80
+        ):
+            seq, count = UINT32.unpack_from(head, at + 1)[0], head[at + 11]
+        else:
+            count = -1
+        if count < 0:
+            parsed = ticks_seq_count(head, self.prefix)
+            if parsed is None:
+                fields, count = envelope(frame.get_payload_as_memoryview())
+                if fields.get("type") != "ticks":
+                    self.on_message(fields, arrival)
+                    return
+                parsed = fields["seq"], count
+            seq, count = parsed
+        every = self.every
+        if seq != self.expected:
+            self.unexpected(seq, count)
+        self.expected = seq + count * every
+        results.frames += count
+        if self.current_next or seq < self.paced_from or count > MAX_COUNT:
+            self.first_frames(seq, count, arrival)
+        else:
+            results.paced_frames += count
+            key = round((arrival + self.clock - seq / self.rate) * 1e4) * 1024 + count
+            self.bursts[key] = self.bursts.get(key, 0) + 1
+        if self.slow:
+            underlying = transport.underlying_transport
+            underlying.pause_reading()
+            asyncio.get_running_loop().call_later(SLOW_READ_S, _resume, underlying)
+
+    def unexpected(self, seq: int, count: int) -> None:
+        """A message that does not continue the last one: the first, a gap, or a repeat."""
+        if self.expected is None:
+            return
+        if seq > self.expected:
+            self.results.gap_frames += (seq - self.expected) // self.every
+        else:
+            self.results.repeated_frames += count
+
+    def first_frames(self, seq: int, count: int, arrival: float) -> None:
+        """Frames right after subscribe or skip: the current frame is due already (no lag),
+        the buffer fill comes at once (not paced)."""
+        every = self.every
+        if self.first_arrival is None:
+            self.first_arrival = arrival
+            self.paced_from = seq + every * (1 + self.buffer // every)
+        first = 1 if self.current_next else 0
+        self.current_next = False
+        last = seq + (count - 1) * every
+        self.results.paced_frames += max(0, min(count, (last - self.paced_from) // every + 1))
+        for start in range(seq + first * every, last + 1, MAX_COUNT * every):
+            lag = arrival + self.clock - start / self.rate
+            key = round(lag * 1e4) * 1024 + min(MAX_COUNT, (last - start) // every + 1)
+            self.bursts[key] = self.bursts.get(key, 0) + 1
+
+    def on_message(self, fields: dict[str, Any], arrival: float) -> None:
+        results = self.results
         kind = fields.get("type")
-        if kind == "ticks":
-            count_ticks(fields["seq"], count, arrival, results, view)
-            if slow:
-                await asyncio.sleep(SLOW_READ_S)
-        elif kind == "hello":
+        if kind == "hello":
             stream = fields["stream"]
-            view.epoch, view.rate = float(stream["epoch"]), float(stream["rate"])
-            view.offset = fields["server_time"] - arrival
-            view.buffer = min(fields["max_buffer"], round(args.buffer * view.rate))
-            await ws.send(msgpack.packb({"type": "subscribe", "buffer": view.buffer}))
+            self.rate = float(stream["rate"])
+            self.run.step_ms = 1000 * self.every / self.rate
+            self.clock = fields["server_time"] - arrival - float(stream["epoch"])
+            self.buffer = min(fields["max_buffer"], round(self.run.buffer_s * self.rate))
+            self.prefix = ticks_prefix(stream["id"])
+            self.seq_at = 1 + len(self.prefix)
+            self.transport.send(BINARY, msgpack.packb({"type": "subscribe", "buffer": self.buffer}))
         elif kind == "skip":
             results.skips += 1
             results.skipped_frames += fields["skipped"] or 0  # nil: not countable
-            view.current_next = True
+            self.current_next, self.expected = True, fields["to_seq"]
         elif kind == "error":
             results.errors[str(fields.get("code"))] += 1
+            self.failed = True
         elif kind == "end":
-            return True
-    return False
+            self.ended = True
+
+    def on_close(self, transport: WSTransport, code: int) -> None:
+        if not self.ended and not self.run.stopping:
+            self.disconnect = str(code)
+        transport.send_close(code)
+        transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not (self.ended or self.run.stopping) and self.disconnect is None:
+            self.disconnect = "no_close_frame"
+        self.run.closed(self)
 
 
-def count_ticks(seq: int, count: int, arrival: float, results: Results, view: View) -> None:
-    """Frames, their lag, and the frames that count for the paced rate."""
-    if view.first_arrival is None:  # the current frame and the buffer arrive at once
-        view.first_arrival, view.paced_from = arrival, seq + 1 + view.buffer
-    results.frames += count
-    results.paced_frames += max(0, min(count, seq + count - view.paced_from))
-    first = 0
-    if view.current_next:
-        view.current_next, first = False, 1
-    server_now = arrival + view.offset
-    for i in range(first, count):
-        lag = server_now - (view.epoch + (seq + i) / view.rate)
-        results.lag_ms[round(lag * 1000)] += 1
-        results.late_frames += lag > 0
+def _resume(transport: asyncio.Transport) -> None:
+    if not transport.is_closing():
+        transport.resume_reading()
+
+
+# -- one process -----------------------------------------------------------------------------
+
+
+class Run:
+    """One process's clients and what they counted; knows when to stop them."""
+
+    def __init__(self, args: argparse.Namespace, count: int) -> None:
+        self.url = stream_url(args)
+        self.headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+        self.buffer_s = args.buffer
+        self.every = args.every
+        self.deadline = time.time() + args.duration
+        self.results = Results(clients=count)
+        # Bursts by lag of their first counted frame (0.1 ms) * 1024 + their frames: how many.
+        self.bursts: dict[int, int] = {}
+        self.step_ms = 1000 / 64  # between the play times of a message's frames (after hello)
+        self.stopping = False
+        self.open: set[Subscriber] = set()
+        self.all_closed = asyncio.Event()
+
+    async def client(self, slow: bool) -> None:
+        """Connect one subscriber; failures to connect are counted, not raised."""
+        results = self.results
+        try:
+            _, listener = await ws_connect(
+                lambda: Subscriber(self, slow), self.url, extra_headers=self.headers,
+                websocket_handshake_timeout=10,
+            )  # fmt: skip
+        except WSInvalidStatusError as exc:
+            status = int(exc.response.status) if exc.response is not None else "unknown"
+            results.errors[f"http_{status}"] += 1
+            results.failed += 1
+            return
+        except Exception as exc:  # OSError, TimeoutError, a refused handshake...
+            results.errors[type(exc).__name__] += 1
+            results.failed += 1
+            return
+        self.open.add(listener)
+        if self.stopping:
+            self.close(listener)
+
+    def closed(self, listener: Subscriber) -> None:
+        """A connection ended: what it saw goes into the results."""
+        results = self.results
+        self.open.discard(listener)
+        if listener.disconnect is not None:
+            results.disconnects[listener.disconnect] += 1
+        results.failed += listener.failed or listener.disconnect is not None
+        if listener.first_arrival is not None:
+            end = min(time.time(), self.deadline)
+            results.client_seconds += max(0.0, end - listener.first_arrival)
+        if self.stopping and not self.open:
+            self.all_closed.set()
+
+    def close(self, listener: Subscriber) -> None:
+        if listener.transport is not None and not listener.transport.is_disconnected:
+            listener.transport.send_close()
+            listener.transport.disconnect()
+
+    async def stop(self) -> None:
+        """At the deadline: close every socket, wait for them to go (at most GRACE_S)."""
+        self.stopping = True
+        open_now = list(self.open)
+        if not open_now:
+            return
+        for listener in open_now:
+            self.close(listener)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_closed.wait(), GRACE_S)
+
+    def finish(self) -> Results:
+        """Spread each burst's lag over its frames (frames of a burst are ``step_ms`` apart)."""
+        results = self.results
+        for key, times in self.bursts.items():
+            first_ms, count = (key >> 10) / 10, key & 1023
+            for i in range(count):
+                lag_ms = first_ms - i * self.step_ms
+                results.lag_ms[round(lag_ms)] += times
+                results.late_frames += times if lag_ms > 0 else 0
+        return results
 
 
 async def run_clients(args: argparse.Namespace, count: int, slow: int, ramp: float) -> Results:
     """``count`` clients (the first ``slow`` of them slow), started at ``ramp`` per second."""
-    results = Results(clients=count)
-    deadline = time.time() + args.duration
-    tasks = []
+    run = Run(args, count)
+    started = time.monotonic()
+    tasks = set()
     for i in range(count):
-        if time.time() >= deadline:
-            results.errors["not_started_before_deadline"] += count - i
-            results.failed += count - i
+        if time.time() >= run.deadline:
+            run.results.errors["not_started_before_deadline"] += count - i
+            run.results.failed += count - i
             break
-        tasks.append(asyncio.create_task(client(args, i < slow, deadline, results)))
-        await asyncio.sleep(1 / ramp)
+        task = asyncio.create_task(run.client(i < slow))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        await asyncio.sleep(max(0.0, started + (i + 1) / ramp - time.monotonic()))
     if tasks:
-        timeout = max(0.0, deadline - time.time()) + GRACE_S
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    return results
+        await asyncio.wait(tasks, timeout=max(0.0, run.deadline - time.time()))
+    cpu, messages = time.process_time(), run.results.messages
+    await asyncio.sleep(max(0.0, run.deadline - time.time()))
+    run.results.steady_cpu_seconds = time.process_time() - cpu
+    run.results.steady_messages = run.results.messages - messages
+    for task in list(tasks):  # still connecting at the deadline
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await run.stop()
+    return run.finish()
 
 
 def worker(args: argparse.Namespace, count: int, slow: int, ramp: float) -> dict[str, Any]:
@@ -266,7 +483,9 @@ def worker(args: argparse.Namespace, count: int, slow: int, ramp: float) -> dict
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    return vars(runner(run_clients(args, count, slow, ramp)))  # plain dict: crosses processes
+    results = runner(run_clients(args, count, slow, ramp))
+    results.cpu_seconds = time.process_time()
+    return vars(results)  # plain dict: crosses processes
 
 
 def shares(total: int, parts: int) -> list[int]:
@@ -275,7 +494,7 @@ def shares(total: int, parts: int) -> list[int]:
 
 def run(args: argparse.Namespace) -> Results:
     processes = args.processes or min(
-        os.cpu_count() or 1, math.ceil(args.clients / CLIENTS_PER_PROCESS)
+        os.cpu_count() or 1, math.ceil(args.clients / args.per_process)
     )
     processes = max(1, min(processes, args.clients))
     counts = shares(args.clients, processes)
@@ -294,8 +513,9 @@ def run(args: argparse.Namespace) -> Results:
 
 def report(args: argparse.Namespace, results: Results, elapsed: float) -> dict[str, Any]:
     return {
-        "url": args.url,
+        "url": stream_url(args),
         "stream": args.stream,
+        "encoding": args.encoding,
         "clients": results.clients,
         "connected": results.connected,
         "slow_clients": round(args.clients * args.slow),
@@ -307,10 +527,17 @@ def report(args: argparse.Namespace, results: Results, elapsed: float) -> dict[s
         ),
         "messages": results.messages,
         "mbit_per_s": round(results.bytes * 8 / args.duration / 1e6, 2),
+        "bytes_per_client_s": round(results.bytes / max(1e-9, results.client_seconds)),
         "lag_ms": {f"p{q}": results.percentile(q) for q in (50, 95, 99)},
         "late_frames": results.late_frames,
+        "gap_frames": results.gap_frames,
+        "repeated_frames": results.repeated_frames,
         "skips": results.skips,
         "skipped_frames": results.skipped_frames,
+        "loadtest_cpu_s": round(results.cpu_seconds, 2),
+        "loadtest_us_per_message": round(
+            results.steady_cpu_seconds * 1e6 / max(1, results.steady_messages), 1
+        ),
         "errors": dict(results.errors),
         "disconnects": dict(results.disconnects),
         "failed_clients": results.failed,
