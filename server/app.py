@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from server import http_app, protocol
@@ -34,6 +35,7 @@ from server.live_driver import LiveDriver
 from server.live_session import serve_live
 from server.metrics import Metrics
 from server.replay_session import serve_replay
+from server.streams.encoding import ConnectionOptions
 from server.streams.live import LiveStream
 from server.streams.store import FrameStore
 from server.streams.timeline import Timeline
@@ -301,6 +303,13 @@ class App:
     async def _route(
         self, connection: ServerConnection, path: str, query: dict[str, list[str]]
     ) -> None:
+        try:
+            options = ConnectionOptions.parse({key: values[0] for key, values in query.items()})
+        except protocol.ProtocolError as exc:
+            self.metrics.protocol_errors[exc.code] += 1
+            WebSocketSink(connection).write(exc.reply())
+            await connection.close(CloseCode.POLICY_VIOLATION, close_reason(exc.message))
+            return
         if path == "/demodata":
             driver = self._legacy_driver(query.get("stream", [None])[0])
             if driver is not None:
@@ -313,14 +322,14 @@ class App:
             driver = self.drivers[name]
             rate = driver.stream.feed.rate
             default_buffer = min(driver.stream.max_buffer, int(DEFAULT_BUFFER_S * rate))
-            await serve_live(connection, driver, self.metrics, default_buffer)
+            await serve_live(connection, driver, self.metrics, default_buffer, options)
             return
         if kind == "replay":
             found = self.find_replayable(name)
             if found is None:
                 found = await asyncio.to_thread(self._rescan_for, name)
             if found is not None:
-                await serve_replay(connection, *found, self.metrics)
+                await serve_replay(connection, *found, self.metrics, options)
                 return
         known = self.drivers if kind == "live" else self.catalog.entries
         self.metrics.protocol_errors["unknown_stream"] += 1

@@ -129,7 +129,6 @@ class Follower:
             if self.driver is not None:
                 self.driver.wake()
 
-
     def describe(self) -> dict | None:
         """The match as a replayable stream (its frames so far on this replica), or None."""
         if self.feed is None or self.feed.store.frame_count == 0:

@@ -16,6 +16,7 @@ from server import protocol
 from server.live_driver import LiveDriver
 from server.metrics import Metrics
 from server.session_errors import RequestErrors
+from server.streams.encoding import ConnectionOptions
 from server.streams.live import LiveStream, LiveSubscriber
 from server.transport import WebSocketSink, perform
 
@@ -29,8 +30,10 @@ class LiveSession:
         driver: LiveDriver,
         metrics: Metrics,
         default_buffer: int,
+        options: ConnectionOptions,
     ) -> None:
         self.connection = connection
+        self.options = options
         self.driver = driver
         self.stream: LiveStream = driver.stream
         self.clock: Callable[[], float] = driver.clock
@@ -73,7 +76,12 @@ class LiveSession:
             reply = {"type": "subscribed", "stream": stream.id, "buffer": buffer}
             await self.connection.send(protocol.pack(reply))
             self.subscriber, output = stream.subscribe(
-                self.sink, buffer, self.clock(), request.get("resume_seq"), request.get("epoch")
+                self.sink,
+                buffer,
+                self.clock(),
+                request.get("resume_seq"),
+                request.get("epoch"),
+                self.options,
             )
             perform(output)
             self.driver.wake()
@@ -90,6 +98,10 @@ class LiveSession:
 
 
 async def serve_live(
-    connection: ServerConnection, driver: LiveDriver, metrics: Metrics, default_buffer: int
+    connection: ServerConnection,
+    driver: LiveDriver,
+    metrics: Metrics,
+    default_buffer: int,
+    options: ConnectionOptions,
 ) -> None:
-    await LiveSession(connection, driver, metrics, default_buffer).run()
+    await LiveSession(connection, driver, metrics, default_buffer, options).run()

@@ -18,6 +18,7 @@ from server import protocol
 from server.config import DEFAULT_BUFFER_S
 from server.metrics import Metrics
 from server.session_errors import RequestErrors
+from server.streams.encoding import ConnectionOptions
 from server.streams.fetch import Fetch
 from server.streams.playback import EDGE_POLL_S, Playback
 from server.streams.store import FrameStore
@@ -37,8 +38,10 @@ class ReplaySession:
         store: FrameStore,
         description: dict,
         metrics: Metrics,
+        options: ConnectionOptions,
     ) -> None:
         self.connection = connection
+        self.options = options
         self.id = stream_id
         self.store = store
         self.description = description
@@ -52,6 +55,7 @@ class ReplaySession:
             int(DEFAULT_BUFFER_S * rate),
             time.monotonic(),
             on_frames=self.count_frames,
+            options=options,
         )
         self.fetch: Fetch | None = None
         # Replies waiting for the writer; when full, requests are no longer read.
@@ -182,6 +186,7 @@ class ReplaySession:
                 request.id,
                 request.get("resume_after"),
                 on_frames=self.count_frames,
+                options=self.options,
             )
             return []
         if kind == "credit":
@@ -200,5 +205,6 @@ async def serve_replay(
     store: FrameStore,
     description: dict,
     metrics: Metrics,
+    options: ConnectionOptions,
 ) -> None:
-    await ReplaySession(connection, stream_id, store, description, metrics).run()
+    await ReplaySession(connection, stream_id, store, description, metrics, options).run()

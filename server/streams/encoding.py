@@ -87,6 +87,9 @@ class ConnectionOptions:
         return cls(encoding, Shape(frame_fields, player_fields, every))
 
 
+PLAIN = ConnectionOptions()  # what a client that asks for nothing gets: today's messages
+
+
 def _parse_encoding(value: str | None) -> str | None:
     if value is None or value in ("", "none"):
         return None

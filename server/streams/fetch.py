@@ -9,8 +9,16 @@ frames arrive, and ends when they have or the match ends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from server import protocol
+from server.streams.encoding import (
+    FETCH_DEFLATE_LEVEL,
+    PLAIN,
+    ConnectionOptions,
+    encode_ticks,
+    shape_frames,
+)
 from server.streams.store import FrameStore
 
 CHUNK_FRAMES = 256  # per message at most, and
@@ -28,6 +36,7 @@ class Fetch:
         request_id: object = None,
         resume_after: int | None = None,
         on_frames: Callable[[int], None] = lambda frames: None,
+        options: ConnectionOptions = PLAIN,
     ) -> None:
         meta = store.meta
         if from_tick > to_tick:
@@ -49,6 +58,10 @@ class Fetch:
         self.credit = credit
         self.sent = 0
         self.on_frames = on_frames  # told how many frames each message carries
+        # A fetch returns every frame of its range: the client's fields and encoding apply,
+        # its every-Nth does not.
+        self.shape = replace(options.shape, every=1)
+        self.encoding = options.encoding
         self.first_tick: int | None = None
         self.last_tick: int | None = None
 
@@ -84,7 +97,9 @@ class Fetch:
         if self.first_tick is None:
             self.first_tick = int(self.store.ticks[start])
         self.last_tick = int(self.store.ticks[start + count - 1])
-        return protocol.ticks_envelope(self.id, start, count, data, fetch=self.request_id)
+        frames, _ = shape_frames(data, count, self.shape, start)
+        fields = {"stream": self.id, "seq": start, "fetch": self.request_id}
+        return encode_ticks(fields, count, frames, self.encoding, FETCH_DEFLATE_LEVEL)
 
     def end_message(self) -> bytes:
         return protocol.pack(

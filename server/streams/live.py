@@ -14,12 +14,20 @@ on a clock or a match in play.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from server import protocol
 from server.metrics import Metrics
+from server.streams.encoding import (
+    DEFLATE_LEVEL,
+    PLAIN,
+    BurstCache,
+    ConnectionOptions,
+    encode_ticks,
+    first_kept,
+    shape_frames,
+)
 from server.streams.feed import LiveFeed
 from server.streams.sink import Sink
 
@@ -57,6 +65,7 @@ class LiveSubscriber:
     sink: Sink
     buffer: int  # frames ahead of the playhead this client accepts
     next_seq: int  # first seq not yet sent
+    options: ConnectionOptions = PLAIN  # encoding and shape of its ticks
     fresh: bool = True  # just joined or skipped: deliver the current frame at once
     catch_up_to: int = -1  # resuming: lag up to this seq is expected, not a reason to skip
     blocked_since: float | None = None
@@ -83,8 +92,9 @@ class LiveStream:
         self._blocked: set[LiveSubscriber] = set()
         self._last_step = -1
         self._stale_told = False
-        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._outbox: dict[tuple[int, int, int], tuple[bytes, list[Sink]]] = {}
+        self._cache = BurstCache()
+        self._variants: dict[ConnectionOptions, int] = {}  # outbox keys per message variant
+        self._outbox: dict[tuple[int, ...], tuple[bytes, list[Sink]]] = {}
         self._closes: list[tuple[Sink, int, str]] = []
 
     # -- catalog ---------------------------------------------------------------------------
@@ -145,7 +155,8 @@ class LiveStream:
         buffer: int,
         now: float,
         resume_seq: int | None = None,
-        epoch: float | None = None,
+        epoch: float | str | None = None,
+        options: ConnectionOptions | None = None,
     ) -> tuple[LiveSubscriber, Output]:
         """Add a subscriber at the live edge, or at ``resume_seq`` when that is still possible.
 
@@ -154,7 +165,7 @@ class LiveStream:
         """
         self.check_request(buffer, resume_seq)
         playhead = max(0, self.feed.playhead(now))
-        sub = LiveSubscriber(sink=sink, buffer=buffer, next_seq=playhead)
+        sub = LiveSubscriber(sink, buffer, playhead, options or PLAIN)
         if resume_seq is not None:
             window = int(self.limits.resume_window_s * self.feed.rate)
             newest = self.feed.available()
@@ -167,7 +178,7 @@ class LiveStream:
                 sub.next_seq, sub.catch_up_to, sub.fresh = resume_seq, playhead, False
         self.subscribers.add(sub)
         if self.feed.stale:
-            self._queue((-1, _NOTICE, 0), self._stale_message(now), sink)
+            self._queue((-1, _NOTICE, 0, 0), self._stale_message(now), sink)
         self._service(sub, self.feed.playhead(now), now)
         return sub, self._take_output()
 
@@ -214,7 +225,7 @@ class LiveStream:
             self._stale_told = feed.stale
             notice = self._stale_message(now)
             for sub in self.subscribers:
-                self._queue((-1, _NOTICE, 0), notice, sub.sink)
+                self._queue((-1, _NOTICE, 0, 0), notice, sub.sink)
         if playhead < self._last_step:  # the clock went backwards; wait for it
             return self._take_output()
         blocked = list(self._blocked)  # before the buckets: a sub blocked now waits a step
@@ -297,7 +308,7 @@ class LiveStream:
         if sent_any:
             sub.fresh = False
         if end is not None and sub.next_seq >= end:
-            self._queue((end, _END, 0), self._end_message(end), sub.sink)  # after its last burst
+            self._queue((end, _END, 0, 0), self._end_message(end), sub.sink)  # after its last burst
             self.unsubscribe(sub)
             return
         next_stop = (sub.next_seq // self.burst + 1) * self.burst
@@ -309,10 +320,13 @@ class LiveStream:
 
     def _send(self, sub: LiveSubscriber, start: int, stop: int, now: float) -> int:
         """Queue frames [start, stop) for ``sub``; returns the message size."""
-        data = self.burst_bytes(start, stop)
-        self._queue((start, _BURST, stop), data, sub.sink)
+        data, frames = self.burst_bytes(start, stop, sub.options)
         sub.next_seq = stop
-        self.metrics.sent(self.id, stop - start, len(data))
+        if frames == 0:  # every Nth frame: none of these
+            return 0
+        variant = self._variants.setdefault(sub.options, len(self._variants))
+        self._queue((start, _BURST, stop, variant), data, sub.sink)
+        self.metrics.sent(self.id, frames, len(data))
         due_time = self.feed.time_of(max(start, stop - 1 - sub.buffer))
         self.metrics.observe_lag(max(0.0, now - due_time))
         depicted = getattr(self.feed, "depicted_time", None)
@@ -320,7 +334,7 @@ class LiveStream:
             self.metrics.observe_delivery_delay(max(0.0, now - depicted(stop - 1)))
         return len(data)
 
-    def _queue(self, key: tuple[int, int, int], data: bytes, sink: Sink) -> None:
+    def _queue(self, key: tuple[int, ...], data: bytes, sink: Sink) -> None:
         entry = self._outbox.get(key)
         if entry is None:
             self._outbox[key] = (data, [sink])
@@ -340,7 +354,7 @@ class LiveStream:
                 "reason": reason,
             }
         )
-        self._queue((to_seq, _SKIP, id(sub)), message, sub.sink)
+        self._queue((to_seq, _SKIP, id(sub), 0), message, sub.sink)
         sub.next_seq, sub.fresh = to_seq, True
         self.metrics.skips[self.id] += 1
         self.metrics.skipped_frames[self.id] += skipped or 0
@@ -367,14 +381,24 @@ class LiveStream:
 
     # -- encode once -----------------------------------------------------------------------
 
-    def burst_bytes(self, start: int, stop: int) -> bytes:
-        """The ``ticks`` message for seqs [start, stop), built once and shared by everyone."""
-        key = (start, stop)
-        data = self._cache.get(key)
-        if data is None:
-            frames = self.feed.frames_bytes(start, stop)
-            data = protocol.ticks_envelope(self.id, start, stop - start, frames)
-            self._cache[key] = data
-            if len(self._cache) > 256:
-                self._cache.popitem(last=False)
-        return data
+    def burst_bytes(
+        self, start: int, stop: int, options: ConnectionOptions = PLAIN
+    ) -> tuple[bytes, int]:
+        """The ``ticks`` message for seqs [start, stop) in ``options``' encoding and shape, and
+        how many frames it holds: built once and shared by every subscriber that asked alike."""
+        shape, encoding = options.shape, options.encoding
+        first = first_kept(start, shape.every)
+        count = len(range(first, stop, shape.every))
+        if count == 0:
+            return b"", 0
+
+        def build() -> bytes:
+            frames, _ = shape_frames(
+                self.feed.frames_bytes(start, stop), stop - start, shape, start
+            )
+            fields = {"stream": self.id, "seq": first}
+            if shape.every > 1:
+                fields["every"] = shape.every
+            return encode_ticks(fields, count, frames, encoding, DEFLATE_LEVEL)
+
+        return self._cache.get((start, stop, shape, encoding), build), count

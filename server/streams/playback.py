@@ -12,10 +12,18 @@ frame holds the position at that live edge, and play goes on as new frames arriv
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from server import protocol
+from server.streams.encoding import (
+    PLAIN,
+    ConnectionOptions,
+    encode_ticks,
+    first_kept,
+    shape_frames,
+)
 from server.streams.store import FrameStore
 
 MIN_SPEED, MAX_SPEED = 0.25, 8.0
@@ -31,6 +39,7 @@ class Playback:
         buffer: int,
         now: float,
         on_frames: Callable[[int], None] = lambda frames: None,
+        options: ConnectionOptions = PLAIN,
     ) -> None:
         self.id = stream_id
         self.store = store
@@ -41,6 +50,7 @@ class Playback:
         self.gen = 0
         self.next = 0  # first frame index not yet sent in this generation
         self.on_frames = on_frames  # told how many frames each message carries
+        self.options = options  # encoding and shape of this client's ticks
         self.ended = False  # played to the last frame (seeking there is not ending)
         self.at_edge = False  # holding at the newest frame of a growing store
         self._anchor_tick = float(self.ticks[0])
@@ -153,7 +163,7 @@ class Playback:
         self.next = index
         messages = [self.state(now)]
         if self.paused:
-            messages.append(self._frames(index, index + 1))
+            messages.append(self._frames(index, index + 1, whole=True))
         else:
             messages.extend(self.poll(now)[0])
         return messages
@@ -170,7 +180,9 @@ class Playback:
         messages = []
         while self.next < allowed:
             stop = min(allowed, self.next + 4 * BURST)
-            messages.append(self._frames(self.next, stop))
+            message = self._frames(self.next, stop)
+            if message:
+                messages.append(message)
         if self.next >= count:
             if current == count - 1 and not self.store.complete:  # at the live edge: hold
                 return messages + self._hold_at_edge(count - 1, now), now + EDGE_POLL_S
@@ -202,8 +214,21 @@ class Playback:
             self.rate * self.speed
         )
 
-    def _frames(self, start: int, stop: int) -> bytes:
+    def _frames(self, start: int, stop: int, whole: bool = False) -> bytes:
+        """The ``ticks`` message of frames [start, stop) in this client's shape and encoding
+        (b"" when its every-Nth shape keeps none); ``whole``: the frame a seek lands on, sent
+        whatever the every-Nth."""
         self.next = max(self.next, stop)
-        self.on_frames(stop - start)
-        data = self.store.frames_bytes(start, stop)
-        return protocol.ticks_envelope(self.id, start, stop - start, data, gen=self.gen)
+        shape = self.options.shape
+        if whole and shape.every > 1:
+            shape = replace(shape, every=1)
+        first = first_kept(start, shape.every)
+        count = len(range(first, stop, shape.every))
+        if count == 0:
+            return b""
+        self.on_frames(count)
+        frames, _ = shape_frames(self.store.frames_bytes(start, stop), stop - start, shape, start)
+        fields = {"stream": self.id, "seq": first, "gen": self.gen}
+        if shape.every > 1:
+            fields["every"] = shape.every
+        return encode_ticks(fields, count, frames, self.options.encoding)
