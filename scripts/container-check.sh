@@ -19,6 +19,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BASE=localhost/eeict-base-python
+BUILDER=localhost/eeict-builder-python # the base plus binutils, for the build stages' strip
 SERVING=localhost/eeict-stream:check
 PROCESSING=localhost/eeict-stream-processing:check
 PORT=${PORT:-18080}
@@ -89,6 +90,12 @@ if [[ ${REBUILD_BASE:-0} == 1 ]] || ! podman image exists "$BASE"; then
 else
     log "using cached $BASE (REBUILD_BASE=1 to rebuild)"
 fi
+if [[ ${REBUILD_BASE:-0} == 1 ]] || ! podman image exists "$BUILDER"; then
+    log "building $BUILDER ($BASE + binutils)"
+    printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null && rm -rf /var/lib/apt/lists/*\n' "$BASE" |
+        timeout 600 podman build --isolation=chroot --layers=false -t "$BUILDER" -f - "$WORK" >"$WORK/builder.log" 2>&1 ||
+        { tail -20 "$WORK/builder.log"; die "building $BUILDER failed"; }
+fi
 
 # --- build both images -------------------------------------------------------------------------
 # build_image FLAVOR TAG: no layer cache (every source change invalidates the pip layer anyway,
@@ -99,7 +106,7 @@ build_image() {
     log "podman build --build-arg FLAVOR=$flavor -> $tag"
     previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
     (cd "$ROOT" && timeout 1200 podman build --isolation=chroot --layers=false \
-        --build-arg BASE_IMAGE="$BASE" --build-arg FLAVOR="$flavor" -t "$tag" -f Containerfile . \
+        --build-arg BASE_IMAGE="$BASE" --build-arg BUILDER_IMAGE="$BUILDER" --build-arg FLAVOR="$flavor" -t "$tag" -f Containerfile . \
         >"$WORK/build-$flavor.log" 2>&1) ||
         { tail -30 "$WORK/build-$flavor.log"; die "podman build ($flavor) failed"; }
     if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$tag") ]]; then
