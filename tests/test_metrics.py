@@ -7,7 +7,10 @@ counted, and label values from untrusted names must come back unchanged.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from pathlib import Path
 
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -159,3 +162,46 @@ def test_scrapes_see_later_counts() -> None:
     families = _families(metrics)
     assert _value(families["eeict_connections"]) == 1
     assert _value(families["eeict_frames_sent"], stream="late") == 2
+
+
+# --- the Grafana dashboard queries what the server exposes ---------------------------------
+
+DASHBOARD = (
+    Path(__file__).resolve().parents[1] / "openshift" / "monitoring" / "grafana-dashboard.json"
+)
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+
+
+def test_dashboard_queries_only_metrics_and_labels_the_server_exposes() -> None:
+    families = _families(_busy_metrics())
+    samples = {s.name: f for f in families.values() for s in f.samples}
+    labels = {name: {k for s in f.samples for k in s.labels} for name, f in samples.items()}
+    # Prometheus adds these to every scraped series.
+    target_labels = {"job", "pod", "instance", "namespace", "le"}
+    for title, expr in _dashboard_queries():
+        names = re.findall(r"\b((?:eeict|process)_[a-z_]+)\b", expr)
+        assert names, title
+        for name in names:
+            assert name in samples, f"{title}: {name} is not exposed"
+            for group in re.findall(r"by \(([^)]*)\)", expr):
+                for label in (x.strip() for x in group.split(",")):
+                    assert label in labels[name] | target_labels, f"{title}: no label {label}"
+
+
+def test_dashboard_has_the_panels_an_operator_watches() -> None:
+    exprs = " ".join(expr for _, expr in _dashboard_queries())
+    for needed in (
+        "eeict_open_connections",
+        "eeict_subscribers",
+        "rate(eeict_frames_sent_total",
+        "histogram_quantile(0.99, sum by (le) (rate(eeict_send_lag_seconds_bucket",
+        "eeict_slow_skips_total",
+        "eeict_slow_disconnects_total",
+        "eeict_ingest_posts_total",
+        "eeict_ingest_errors_total",
+    ):
+        assert needed in exprs, needed
