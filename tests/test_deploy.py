@@ -73,7 +73,8 @@ def _kustomize_command() -> list[str]:
 def _copy_tree(tmp: Path, tokens: bool = True) -> Path:
     """A copy of openshift/ with a token file in each overlay, as an operator creates it."""
     tree = tmp / "openshift"
-    shutil.copytree(OPENSHIFT, tree)
+    # Never an operator's real token files from this checkout.
+    shutil.copytree(OPENSHIFT, tree, ignore=shutil.ignore_patterns("token"))
     if tokens:
         for env in ENVIRONMENTS:
             (tree / "overlays" / env / "token").write_text(f"token-for-{env}\n")
