@@ -96,7 +96,10 @@ class Metrics:
         return count
 
     def observe_lag(self, seconds: float) -> None:
-        self.lag.observe(seconds)
+        # Once per send: inlined rather than self.lag.observe(), as cheap as before.
+        lag = self.lag
+        lag.counts[bisect.bisect_left(lag.bounds, seconds)] += 1
+        lag.sum += seconds
 
     def observe_delivery_delay(self, seconds: float) -> None:
         """A live frame sent ``seconds`` after the ingest post it came from was received."""
