@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         open_s = time.time() - started
         time.sleep(args.settle)
         after = sup.memory_kb(server.pid)
-        metrics = _metric(server, "eeict_connections")
+        metrics = _metric(server, "eeict_open_connections")
         done.set()
         dropped = sum(sup.collect(ready_q, workers, 60))
     finally:

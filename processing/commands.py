@@ -5,16 +5,65 @@ from __future__ import annotations
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
 
-from processing.demo import DemoError, read_demo
 from processing.recording import SUFFIX, Recording, RecordingError, write_recording
 
+# What to install when the demo parser is missing (the serving image leaves it out).
+PROCESSING_EXTRA = "pip install 'eeict-stream[processing]'"
 
-def process(demos: list[Path], out: Path, force: bool) -> int:
-    """Process each demo into ``out``; a bad file is reported and the others still processed."""
+
+class Shard:
+    """One of ``count`` disjoint shares of a batch of demos (``--shard INDEX/COUNT``).
+
+    A demo belongs to the shard its recording's name hashes to, not to a position in the list:
+    every pod of an Indexed Job then agrees on who processes which demo even when the folder
+    changes between their starts, and two demos that would write the same recording always
+    land in the same pod, so no two pods ever write one file.
+    """
+
+    def __init__(self, index: int, count: int) -> None:
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: need 0 <= INDEX < COUNT")
+        self.index = index
+        self.count = count
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"INDEX/COUNT"``, e.g. ``"0/4"``; ValueError with what was wrong otherwise."""
+        index, slash, count = text.partition("/")
+        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"{text!r} is not INDEX/COUNT (e.g. 0/4)")
+        return cls(int(index), int(count))
+
+    def owns(self, demo: Path) -> bool:
+        return zlib.crc32(demo.stem.encode()) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def process(demos: list[Path], out: Path, force: bool, shard: Shard | None = None) -> int:
+    """Process each demo into ``out``; a bad file is reported and the others still processed.
+
+    With ``shard``, only that shard's demos; the others are left to the other shards.
+    """
+    try:
+        from processing.demo import DemoError, read_demo
+    except ModuleNotFoundError as exc:
+        print(
+            f"error: `eeict process` needs the demo parser ({exc.name} is not installed): "
+            f"{PROCESSING_EXTRA}, or use the processing image",
+            file=sys.stderr,
+        )
+        return 2
+    if shard is not None:
+        mine = [demo for demo in demos if shard.owns(demo)]
+        print(f"shard {shard}: {len(mine)} of {len(demos)} demos")
+        demos = mine
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for demo in demos:

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Build the Containerfile and smoke-test the image the way OpenShift runs it: an arbitrary
-# non-root UID with GID 0, the image's own entrypoint, env and /data/recordings.
+# Build both images of the Containerfile (serving and processing) and smoke-test them the way
+# OpenShift runs them: an arbitrary non-root UID with GID 0, a read-only root, the image's own
+# entrypoint and env. The processing image turns a demo into a recording (as the Job does); the
+# serving image, which must stay under MAX_SERVING_MB and hold no demo parser, serves it from a
+# read-only recordings mount (as the Deployment does).
 #
 # Run by hand as root from anywhere (not in CI: it installs packages and takes minutes):
 #   scripts/container-check.sh
 # Knobs (environment): REBUILD_BASE=1 rebuilds the cached base image; DEMO=path picks the demo
-# to process (default: the smallest in ../shared/demos); PORT (default 18080).
+# to process (default: the smallest in ../shared/demos); PORT (WebSocket, default 18080) and
+# HTTP_PORT (default PORT+1); MAX_SERVING_MB (default 250).
 #
 # Why not `podman run`: sandboxes like CI's refuse the OCI runtime's setrlimit, so the image's
 # filesystem is mounted and its entrypoint run with chroot in a private mount namespace instead.
@@ -15,12 +19,18 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BASE=localhost/eeict-base-python
-IMAGE=localhost/eeict-stream:check
+BUILDER=localhost/eeict-builder-python # the base plus binutils, for the build stages' strip
+SERVING=localhost/eeict-stream:check
+PROCESSING=localhost/eeict-stream-processing:check
 PORT=${PORT:-18080}
+HTTP_PORT=${HTTP_PORT:-$((PORT + 1))}
+MAX_SERVING_MB=${MAX_SERVING_MB:-250}
+# Packages only `eeict process` needs: in the processing image, never in the serving one.
+PROCESSING_STACK=(demoparser2 pandas polars pyarrow)
 RUN_UID=1000870000 # the kind of UID OpenShift's restricted SCC assigns
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 WORK=$(mktemp -d /tmp/eeict-container-check.XXXXXX)
-CONTAINER=""
+CONTAINERS=()
 SERVER_PID=""
 NS_PID=""
 
@@ -33,10 +43,10 @@ cleanup() {
     set +e
     if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -KILL "$SERVER_PID"; fi
     if [[ -n $NS_PID ]]; then wait "$NS_PID" 2>/dev/null; fi
-    if [[ -n $CONTAINER ]]; then
-        podman umount "$CONTAINER" >/dev/null 2>&1
-        podman rm --force "$CONTAINER" >/dev/null 2>&1
-    fi
+    for container in "${CONTAINERS[@]}"; do
+        podman umount "$container" >/dev/null 2>&1
+        podman rm --force "$container" >/dev/null 2>&1
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -80,98 +90,158 @@ if [[ ${REBUILD_BASE:-0} == 1 ]] || ! podman image exists "$BASE"; then
 else
     log "using cached $BASE (REBUILD_BASE=1 to rebuild)"
 fi
-
-# --- build ------------------------------------------------------------------------------------
-t=$(now)
-log "podman build -> $IMAGE"
-previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-# No layer cache: every source change invalidates the pip layer anyway, and it leaves no
-# untagged builder-stage images behind.
-(cd "$ROOT" && timeout 1200 podman build --isolation=chroot --layers=false \
-    --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" -f Containerfile . >"$WORK/build.log" 2>&1) ||
-    { tail -30 "$WORK/build.log"; die "podman build failed"; }
-log "image built in $(since "$t")"
-if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$IMAGE") ]]; then
-    podman rmi "$previous" >/dev/null 2>&1 || true # the last run's image, now untagged
+if [[ ${REBUILD_BASE:-0} == 1 ]] || ! podman image exists "$BUILDER"; then
+    log "building $BUILDER ($BASE + binutils)"
+    printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null && rm -rf /var/lib/apt/lists/*\n' "$BASE" |
+        timeout 600 podman build --isolation=chroot --layers=false -t "$BUILDER" -f - "$WORK" >"$WORK/builder.log" 2>&1 ||
+        { tail -20 "$WORK/builder.log"; die "building $BUILDER failed"; }
 fi
-size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
+
+# --- build both images -------------------------------------------------------------------------
+# build_image FLAVOR TAG: no layer cache (every source change invalidates the pip layer anyway,
+# and it leaves no untagged builder-stage images behind); the last run's image is removed.
+build_image() {
+    local flavor=$1 tag=$2 previous t
+    t=$(now)
+    log "podman build --build-arg FLAVOR=$flavor -> $tag"
+    previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+    (cd "$ROOT" && timeout 1200 podman build --isolation=chroot --layers=false \
+        --build-arg BASE_IMAGE="$BASE" --build-arg BUILDER_IMAGE="$BUILDER" --build-arg FLAVOR="$flavor" -t "$tag" -f Containerfile . \
+        >"$WORK/build-$flavor.log" 2>&1) ||
+        { tail -30 "$WORK/build-$flavor.log"; die "podman build ($flavor) failed"; }
+    if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$tag") ]]; then
+        podman rmi "$previous" >/dev/null 2>&1 || true
+    fi
+    log "$flavor image built in $(since "$t")"
+}
+build_image serving "$SERVING"
+build_image processing "$PROCESSING"
+
 base_size=$(podman image inspect --format '{{.Size}}' "$BASE")
-log "image size: $((size / 1000000)) MB (base $((base_size / 1000000)) MB, project layers $(((size - base_size) / 1000000)) MB)"
+mb() { echo $(($1 / 1000000)); }
+serving_size=$(podman image inspect --format '{{.Size}}' "$SERVING")
+processing_size=$(podman image inspect --format '{{.Size}}' "$PROCESSING")
+log "sizes: serving $(mb "$serving_size") MB, processing $(mb "$processing_size") MB (base $(mb "$base_size") MB; project layers $(mb $((serving_size - base_size))) / $(mb $((processing_size - base_size))) MB)"
+(($(mb "$serving_size") <= MAX_SERVING_MB)) || die "serving image is over $MAX_SERVING_MB MB"
 
-# --- static checks on the image ---------------------------------------------------------------
-user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
-[[ $user =~ ^[1-9][0-9]*$ ]] || die "image USER is '$user', expected a numeric non-root UID"
-CONTAINER=$(podman create "$IMAGE")
-MNT=$(podman mount "$CONTAINER")
-perm=$(stat -c '%g %A' "$MNT/data/recordings")
-[[ $perm == "0 drwxrwx"* ]] || die "/data/recordings is '$perm', expected group 0 with rwx"
-[[ ! -e $MNT/opt/venv/bin/pip ]] || die "pip was left in /opt/venv"
-! compgen -G "$MNT/root/.cache/pip" >/dev/null || die "a pip cache was left in the image"
-log "image: USER $user, /data/recordings '$perm', no pip in /opt/venv"
+# --- static checks on each image ----------------------------------------------------------------
+# mount_image TAG: creates a container of TAG and prints where its filesystem is mounted.
+mount_image() {
+    local container
+    container=$(podman create "$1")
+    CONTAINERS+=("$container")
+    podman mount "$container"
+}
+SERVING_MNT=$(mount_image "$SERVING")
+PROCESSING_MNT=$(mount_image "$PROCESSING")
+for tag in "$SERVING" "$PROCESSING"; do
+    user=$(podman image inspect --format '{{.Config.User}}' "$tag")
+    [[ $user =~ ^[1-9][0-9]*$ ]] || die "$tag: USER is '$user', expected a numeric non-root UID"
+done
+for mnt in "$SERVING_MNT" "$PROCESSING_MNT"; do
+    perm=$(stat -c '%g %A' "$mnt/data/recordings")
+    [[ $perm == "0 drwxrwx"* ]] || die "/data/recordings is '$perm', expected group 0 with rwx"
+    [[ ! -e $mnt/opt/venv/bin/pip ]] || die "pip was left in /opt/venv"
+    ! compgen -G "$mnt/root/.cache/pip" >/dev/null || die "a pip cache was left in an image"
+done
+for package in "${PROCESSING_STACK[@]}"; do
+    ! compgen -G "$SERVING_MNT/opt/venv/lib/python3*/site-packages/$package" >/dev/null ||
+        die "the serving image contains $package"
+    compgen -G "$PROCESSING_MNT/opt/venv/lib/python3*/site-packages/$package" >/dev/null ||
+        die "the processing image lacks $package"
+done
+log "images: USER $user, /data/recordings '$perm', no pip; ${PROCESSING_STACK[*]} only in processing"
 
-# The image's own entrypoint, command and environment, as a container runtime would use them.
-mapfile -t ARGV < <(podman image inspect --format '{{json .Config.Entrypoint}}{{json .Config.Cmd}}' "$IMAGE" |
+# The serving image's own entrypoint, command and environment, as a container runtime uses them.
+mapfile -t ARGV < <(podman image inspect --format '{{json .Config.Entrypoint}}{{json .Config.Cmd}}' "$SERVING" |
     "$PY" -c 'import json, sys; d = json.JSONDecoder(); s = sys.stdin.read().strip(); a, i = d.raw_decode(s); b, _ = d.raw_decode(s[i:]); print("\n".join((a or []) + (b or [])))')
-mapfile -t ENV < <(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
+image_env() { podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$1" | sed '/^$/d'; }
+mapfile -t SERVING_ENV < <(image_env "$SERVING")
+mapfile -t PROCESSING_ENV < <(image_env "$PROCESSING")
+RECORDINGS=$WORK/recordings # the volume: written by the processing run, read-only to the server
+mkdir -p "$RECORDINGS"
+chgrp 0 "$RECORDINGS"
+chmod 2775 "$RECORDINGS"
 
-# Runs "$@" in the image's filesystem as UID $RUN_UID, GID 0, with the image's env plus the
-# given VAR=value overrides, in a private mount namespace (its mounts vanish when it exits), for
-# at most $1 seconds; $2 = ro makes the root filesystem read-only (readOnlyRootFilesystem in
-# openshift/deployment.yaml). Mounts: the host's /dev, a fresh /proc and /tmp (the Deployment's
-# emptyDir), and (read-write runs) $DEMO_FILE read-only in /data/uploads. The process's PID
-# (the same in the host's PID namespace) goes to $WORK/pid.
+# in_image MNT LIMIT RECORDINGS_MODE ENV_ARRAY CMD...: runs CMD in the image filesystem MNT as
+# UID $RUN_UID, GID 0, with a read-only root (readOnlyRootFilesystem in the manifests), the
+# image's env (the array named ENV_ARRAY) plus any VAR=value at the start of CMD, in a private
+# mount namespace (its mounts vanish when it exits), for at most LIMIT seconds. Mounts: the
+# host's /dev, a fresh /proc and /tmp (the pods' emptyDir), $RECORDINGS at /data/recordings
+# (RECORDINGS_MODE rw or ro, as the Job and the Deployment mount the volume) and $DEMO_FILE
+# read-only in /data/uploads. The process's PID (the same in the host's PID namespace) goes to
+# $WORK/pid.
 in_image() {
-    local limit=$1 root_mode=$2
-    shift 2
+    local mnt=$1 limit=$2 recordings_mode=$3
+    local -n env_ref=$4
+    shift 4
     # shellcheck disable=SC2016 # expanded by the inner sh, from its arguments
     local script='
-        mnt=$1; demo=$2; pidfile=$3; userspec=$4; root_mode=$5; shift 5
-        if [ "$root_mode" = ro ]; then
-            mount --bind "$mnt" "$mnt"
-            mount -o remount,bind,ro "$mnt"
-        else
-            target=$mnt/data/uploads/$(basename "$demo")
-            mkdir -p "$mnt/data/uploads"
-            touch "$target"
-            mount --bind -o ro "$demo" "$target"
+        mnt=$1; demo=$2; pidfile=$3; userspec=$4; recordings=$5; recordings_mode=$6; shift 6
+        target=$mnt/data/uploads/$(basename "$demo")
+        mkdir -p "$mnt/data/uploads"
+        touch "$target"
+        mount --bind "$mnt" "$mnt"
+        mount --bind -o ro "$demo" "$target"
+        mount --bind "$recordings" "$mnt/data/recordings"
+        if [ "$recordings_mode" = ro ]; then
+            mount -o remount,bind,ro "$mnt/data/recordings"
         fi
         mount --rbind /dev "$mnt/dev"
         mount -t proc proc "$mnt/proc"
         mount -t tmpfs -o mode=1777 tmpfs "$mnt/tmp"
+        mount -o remount,bind,ro "$mnt"
         echo $$ >"$pidfile"
         exec chroot --userspec="$userspec" "$mnt" "$@"'
     timeout --kill-after=5 "$limit" unshare --mount --propagation private --fork --kill-child \
-        sh -c "$script" in_image "$MNT" "$DEMO_FILE" "$WORK/pid" "$RUN_UID:0" "$root_mode" \
-        env -i "${ENV[@]}" EEICT_HOST=127.0.0.1 "$@"
+        sh -c "$script" in_image "$mnt" "$DEMO_FILE" "$WORK/pid" "$RUN_UID:0" "$RECORDINGS" \
+        "$recordings_mode" env -i "${env_ref[@]}" EEICT_HOST=127.0.0.1 "$@"
 }
 
-# --- process a demo as the Job does -----------------------------------------------------------
+# --- process a demo as the Job does ------------------------------------------------------------
 DEMOS=$(cd "$ROOT/.." && pwd)/shared/demos
 # shellcheck disable=SC2012 # plain demo names; ls -S sorts by size
 DEMO_FILE=${DEMO:-$(ls -S "$DEMOS"/*.dem 2>/dev/null | tail -1)}
 [[ -f $DEMO_FILE ]] || die "no demo found (set DEMO=path or put the repo beside shared/)"
-t=$(now)
-log "eeict process $(basename "$DEMO_FILE") as $RUN_UID:0 into the image's /data/recordings"
-in_image 600 rw /opt/venv/bin/eeict process "/data/uploads/$(basename "$DEMO_FILE")" \
-    --out /data/recordings >"$WORK/process.log" 2>&1 || { tail -20 "$WORK/process.log"; die "eeict process failed"; }
-ls -l "$MNT/data/recordings"
-compgen -G "$MNT/data/recordings/*.eeict" >/dev/null || die "no .eeict recording was written"
-log "processed in $(since "$t")"
+UPLOAD=/data/uploads/$(basename "$DEMO_FILE")
 
-# --- serve, configured as openshift/deployment.yaml does ---------------------------------------
-# No EEICT_LIVE: the built-in generated match is the live stream, generated into /tmp.
-RECORDING=$(basename "$(compgen -G "$MNT/data/recordings/*.eeict" | head -1)" .eeict)
+# The serving image has no demo parser: `eeict process` there must say what to install.
+rc=0
+in_image "$SERVING_MNT" 60 rw SERVING_ENV /opt/venv/bin/eeict process "$UPLOAD" \
+    --out /data/recordings >"$WORK/no-parser.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "eeict-stream\[processing\]" "$WORK/no-parser.log" ||
+    { cat "$WORK/no-parser.log"; die "serving image: eeict process gave status $rc without the install hint"; }
+log "serving image: eeict process refuses with: $(head -1 "$WORK/no-parser.log")"
+
 t=$(now)
-log "starting: ${ARGV[*]} (EEICT_PORT=$PORT) as $RUN_UID:0, read-only root"
+log "processing image: eeict process $(basename "$DEMO_FILE") --shard 0/1 as $RUN_UID:0, read-only root"
+in_image "$PROCESSING_MNT" 600 rw PROCESSING_ENV /opt/venv/bin/eeict process "$UPLOAD" \
+    --out /data/recordings --shard 0/1 >"$WORK/process.log" 2>&1 ||
+    { tail -20 "$WORK/process.log"; die "eeict process failed"; }
+ls -l "$RECORDINGS"
+compgen -G "$RECORDINGS/*.eeict" >/dev/null || die "no .eeict recording was written"
+log "processed in $(since "$t")"
+in_image "$PROCESSING_MNT" 600 rw PROCESSING_ENV /opt/venv/bin/eeict process "$UPLOAD" \
+    --out /data/recordings >"$WORK/process-again.log" 2>&1 ||
+    { tail -20 "$WORK/process-again.log"; die "eeict process (second run) failed"; }
+grep -q "skipped" "$WORK/process-again.log" || die "a second run did not skip the finished demo"
+log "second run skipped the finished demo"
+
+# --- serve, configured as the Deployment does ----------------------------------------------------
+# No EEICT_LIVE: the built-in generated match is the live stream, generated into /tmp.
+RECORDING=$(basename "$(compgen -G "$RECORDINGS/*.eeict" | head -1)" .eeict)
+t=$(now)
+log "starting: ${ARGV[*]} (EEICT_PORT=$PORT EEICT_HTTP_PORT=$HTTP_PORT) as $RUN_UID:0, read-only root and recordings"
 rm -f "$WORK/pid"
-in_image 300 ro EEICT_PORT="$PORT" EEICT_LOOP=1 EEICT_LOG_LEVEL=INFO XDG_CACHE_HOME=/tmp/cache "${ARGV[@]}" \
+in_image "$SERVING_MNT" 300 ro SERVING_ENV EEICT_PORT="$PORT" EEICT_HTTP_PORT="$HTTP_PORT" \
+    EEICT_LOOP=1 EEICT_LOG_LEVEL=INFO XDG_CACHE_HOME=/tmp/cache "${ARGV[@]}" \
     >"$WORK/server.log" 2>&1 &
 NS_PID=$!
 for _ in $(seq 50); do [[ -s $WORK/pid ]] && break; sleep 0.1; done
 SERVER_PID=$(cat "$WORK/pid")
 ready=0
 for _ in $(seq 120); do
-    if curl -fsS --max-time 2 "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then
+    if curl -fsS --max-time 2 "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1; then
         ready=1
         break
     fi
@@ -181,10 +251,10 @@ done
 ((ready)) || { tail -30 "$WORK/server.log"; die "/readyz never answered 200"; }
 log "ready in $(since "$t")"
 for path in /healthz /metrics /streams /recordings /; do
-    code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT$path")
+    code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT$path")
     [[ $code == 200 ]] || die "GET $path answered $code"
 done
-log "GET /healthz /metrics /streams /recordings / all 200"
+log "GET /healthz /metrics /streams /recordings / all 200 on port $HTTP_PORT"
 
 # --- the example client streams ticks from the container -----------------------------------------
 t=$(now)
@@ -197,7 +267,7 @@ log "client_examples/subscribe.py: $ticks status lines with advancing ticks in $
 
 # --- WebSocket ticks, then SIGTERM while subscribed ---------------------------------------------
 t=$(now)
-timeout 60 "$PY" - "$PORT" "$SERVER_PID" "$RECORDING" <<'EOF' || { tail -30 "$WORK/server.log"; die "WebSocket check failed"; }
+timeout 60 "$PY" - "$PORT" "$HTTP_PORT" "$SERVER_PID" "$RECORDING" <<'EOF' || { tail -30 "$WORK/server.log"; die "WebSocket check failed"; }
 """The processed recording is listed; the first live stream sends ticks; SIGTERM closes 1001."""
 
 import asyncio
@@ -211,12 +281,11 @@ import urllib.request
 import msgpack
 import websockets
 
-port, server_pid, recording = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-base = f"127.0.0.1:{port}"
+port, http_port, server_pid, recording = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
 
 def get_json(path: str) -> object:
-    with urllib.request.urlopen(f"http://{base}{path}", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=5) as response:
         return json.load(response)
 
 
@@ -234,7 +303,7 @@ async def main() -> None:
     listed = json.dumps(get_json("/recordings"))
     assert f'"{recording}"' in listed, f"{recording} is not in /recordings: {listed[:300]}"
     stream = first_stream(get_json("/streams"))
-    async with websockets.connect(f"ws://{base}/live/{stream}", open_timeout=5) as ws:
+    async with websockets.connect(f"ws://127.0.0.1:{port}/live/{stream}", open_timeout=5) as ws:
         hello = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 5))
         assert hello.get("type") == "hello", hello
         await ws.send(msgpack.packb({"type": "subscribe", "buffer": 128}))

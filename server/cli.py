@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("recordings"), help="default: %(default)s"
     )
     process.add_argument("--force", action="store_true", help="overwrite existing recordings")
+    process.add_argument(
+        "--shard", metavar="INDEX/COUNT", default=_env("SHARD"),
+        help="[EEICT_SHARD] process only this share of the demos (e.g. 0/4), as each pod of an "
+        "Indexed Job does; a demo's share follows from its name, so the shares never overlap",
+    )  # fmt: skip
 
     inspect = commands.add_parser("inspect", help="show a recording's metadata")
     inspect.add_argument("recording", type=Path)
@@ -61,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     # as an arbitrary UID in group 0, and the next pod or Job must be able to replace them.
     os.umask(os.umask(0) & ~0o020)
     if args.command == "process":
-        from processing.commands import process
+        from processing.commands import Shard, process
 
-        return process(args.demos, args.out, args.force)
+        try:
+            shard = None if args.shard is None else Shard.parse(args.shard)
+        except ValueError as exc:
+            print(f"error: --shard {exc}", file=sys.stderr)
+            return 2
+        return process(args.demos, args.out, args.force, shard)
     if args.command == "inspect":
         from processing.commands import inspect
 

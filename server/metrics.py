@@ -1,22 +1,69 @@
-"""Counters and a lag histogram, rendered as Prometheus text for ``/metrics``.
+"""The server's counters, exposed for Prometheus through prometheus-client for ``/metrics``.
 
-Plain attributes and dicts rather than a metrics library: the hot path increments a few
-integers per send, and the exposition format is a dozen lines.
+The hot path stays plain: sends and skips add to integers and dicts (``Counter``) that the server
+code increments directly, and the two histograms are lists of bucket counts. Only a scrape turns
+them into metric families, in a custom collector, so nothing per frame goes through the library.
+The library then does what a hand-written exposition got wrong: metric families that do not
+collide (the open-connections gauge and the accepted-connections counter once shared one family
+for Prometheus' parser), escaped label values, and the standard process metrics.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+# Send lag: from a burst becoming due to its send; healthy is well under a tick (15.6 ms).
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Delivery delay of live frames: from the post that produced a frame to its send. It includes
+# the framer's fixed interpolation delay, so it is larger than the send lag by design.
+DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Histogram:
+    """Bucket counts and a sum: observing is one bisect and two additions."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        buckets = []
+        cumulative = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            cumulative += count
+            buckets.append((repr(float(bound)), cumulative))
+        buckets.append(("+Inf", cumulative + self.counts[-1]))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.sum)
 
 
 class Metrics:
+    """Counters the server increments; ``exposition()`` renders them for ``/metrics``.
+
+    Read by a scrape on the event loop's thread, as the counters are written, so a scrape sees
+    each counter at one moment without locks.
+    """
+
     def __init__(self) -> None:
-        self.connections = 0
-        self.connections_total = 0
+        self.connections = 0  # open WebSocket connections
+        self.connections_total = 0  # accepted since start
         self.refused = Counter[str]()  # reason -> count
         self.frames_sent = Counter[str]()  # stream -> frames
         self.bytes_sent = Counter[str]()  # stream -> bytes
@@ -25,13 +72,15 @@ class Metrics:
         self.skipped_frames = Counter[str]()
         self.slow_disconnects = Counter[str]()
         self.protocol_errors = Counter[str]()  # error code -> count
-        self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
-        self.lag_sum = 0.0
-        self.delay_counts = [0] * (len(LAG_BUCKETS) + 1)
-        self.delay_sum = 0.0
-        self.ingest_posts = Counter[str]()  # match -> accepted posts
-        self.ingest_errors = Counter[str]()  # reason -> refused posts
+        self.ingest_posts = Counter[str]()  # match -> accepted GSI posts
+        self.ingest_errors = Counter[str]()  # reason -> refused GSI posts
+        self.lag = _Histogram(LAG_BUCKETS)
+        self.delivery_delay = _Histogram(DELIVERY_BUCKETS)
         self.subscriber_counts: Callable[[], dict[str, int]] = dict
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)  # CPU, resident memory, open fds, start time
+        PlatformCollector(registry=self.registry)  # python_info: the interpreter version
 
     def sent(self, stream: str, frames: int, size: int) -> None:
         self.frames_sent[stream] += frames
@@ -47,54 +96,78 @@ class Metrics:
         return count
 
     def observe_lag(self, seconds: float) -> None:
-        self.lag_counts[bisect.bisect_left(LAG_BUCKETS, seconds)] += 1
-        self.lag_sum += seconds
+        # Once per send: inlined rather than self.lag.observe(), as cheap as before.
+        lag = self.lag
+        lag.counts[bisect.bisect_left(lag.bounds, seconds)] += 1
+        lag.sum += seconds
 
     def observe_delivery_delay(self, seconds: float) -> None:
-        self.delay_counts[bisect.bisect_left(LAG_BUCKETS, seconds)] += 1
-        self.delay_sum += seconds
+        """A live frame sent ``seconds`` after the ingest post it came from was received."""
+        self.delivery_delay.observe(seconds)
 
-    def exposition(self) -> tuple[bytes, str]:
-        return self.render().encode(), "text/plain; version=0.0.4"
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The body and Content-Type of a ``/metrics`` answer.
+
+        ``accept`` is the request's Accept header: Prometheus text 0.0.4 without one, and
+        OpenMetrics or a newer text version when the scraper asks for it (the library decides).
+        """
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
 
     def render(self) -> str:
-        lines: list[str] = []
-        labelled: list[tuple[str, str, str, str, dict[str, int]]] = [
-            ("eeict_connections_refused_total", "counter", "Connections refused, by reason.",
-             "reason", self.refused),
-            ("eeict_subscribers", "gauge", "Subscribers per stream.",
-             "stream", self.subscriber_counts()),
-            ("eeict_frames_sent_total", "counter", "Frames sent.", "stream", self.frames_sent),
-            ("eeict_bytes_sent_total", "counter", "Bytes of tick messages sent.",
-             "stream", self.bytes_sent),
-            ("eeict_messages_sent_total", "counter", "Tick messages sent.",
-             "stream", self.messages_sent),
-            ("eeict_slow_skips_total", "counter", "Slow subscribers moved to the live edge.",
-             "stream", self.skips),
-            ("eeict_skipped_frames_total", "counter", "Frames slow subscribers skipped.",
-             "stream", self.skipped_frames),
-            ("eeict_slow_disconnects_total", "counter", "Subscribers closed for being stuck.",
-             "stream", self.slow_disconnects),
-            ("eeict_protocol_errors_total", "counter", "Client messages refused, by error code.",
-             "code", self.protocol_errors),
+        """``exposition()``'s body as text, for handlers that set the content type themselves."""
+        return self.exposition()[0].decode()
+
+
+def _labelled(
+    family: CounterMetricFamily | GaugeMetricFamily, counts: dict[str, int]
+) -> CounterMetricFamily | GaugeMetricFamily:
+    for key, value in sorted(dict(counts).items()):
+        family.add_metric([key], value)
+    return family
+
+
+class _Collector:
+    """Turns a Metrics' plain counters into metric families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield GaugeMetricFamily(
+            "eeict_open_connections", "Open WebSocket connections.", value=m.connections
+        )
+        yield CounterMetricFamily(
+            "eeict_connections", "Accepted WebSocket connections.", value=m.connections_total
+        )
+        labelled: list[tuple[type, str, str, str, dict[str, int]]] = [
+            (CounterMetricFamily, "eeict_connections_refused", "Connections refused, by reason.",
+             "reason", m.refused),
+            (GaugeMetricFamily, "eeict_subscribers", "Subscribers per stream.",
+             "stream", m.subscriber_counts()),
+            (CounterMetricFamily, "eeict_frames_sent", "Frames sent.", "stream", m.frames_sent),
+            (CounterMetricFamily, "eeict_bytes_sent", "Bytes of tick messages sent.",
+             "stream", m.bytes_sent),
+            (CounterMetricFamily, "eeict_messages_sent", "Tick messages sent.",
+             "stream", m.messages_sent),
+            (CounterMetricFamily, "eeict_slow_skips", "Slow subscribers moved to the live edge.",
+             "stream", m.skips),
+            (CounterMetricFamily, "eeict_skipped_frames", "Frames slow subscribers skipped.",
+             "stream", m.skipped_frames),
+            (CounterMetricFamily, "eeict_slow_disconnects", "Subscribers closed for being stuck.",
+             "stream", m.slow_disconnects),
+            (CounterMetricFamily, "eeict_protocol_errors",
+             "Client messages refused, by error code.", "code", m.protocol_errors),
+            (CounterMetricFamily, "eeict_ingest_posts", "GSI posts accepted, by match.",
+             "match", m.ingest_posts),
+            (CounterMetricFamily, "eeict_ingest_errors", "GSI posts refused, by reason.",
+             "reason", m.ingest_errors),
         ]  # fmt: skip
-        for name, kind, help_text, value in (
-            ("eeict_connections", "gauge", "Open WebSocket connections.", self.connections),
-            ("eeict_connections_total", "counter", "Accepted WebSocket connections.",
-             self.connections_total),
-        ):  # fmt: skip
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
-        for name, kind, help_text, label, counts in labelled:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            lines += [f'{name}{{{label}="{key}"}} {n}' for key, n in sorted(counts.items())]
-        lines.append("# HELP eeict_send_lag_seconds Delay from a burst becoming due to its send.")
-        lines.append("# TYPE eeict_send_lag_seconds histogram")
-        cumulative = 0
-        for bound, count in zip(LAG_BUCKETS, self.lag_counts, strict=False):
-            cumulative += count
-            lines.append(f'eeict_send_lag_seconds_bucket{{le="{bound}"}} {cumulative}')
-        cumulative += self.lag_counts[-1]
-        lines.append(f'eeict_send_lag_seconds_bucket{{le="+Inf"}} {cumulative}')
-        lines.append(f"eeict_send_lag_seconds_sum {self.lag_sum:.6f}")
-        lines.append(f"eeict_send_lag_seconds_count {cumulative}")
-        return "\n".join(lines) + "\n"
+        for kind, name, documentation, label, counts in labelled:
+            yield _labelled(kind(name, documentation, labels=[label]), counts)
+        yield m.lag.family("eeict_send_lag_seconds", "Delay from a burst becoming due to its send.")
+        yield m.delivery_delay.family(
+            "eeict_delivery_delay_seconds",
+            "Delay of live frames from the ingest post they came from to their send.",
+        )
