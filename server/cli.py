@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     process.add_argument("--force", action="store_true", help="overwrite existing recordings")
     process.add_argument(
-        "--shard", metavar="INDEX/COUNT", default=_env("SHARD"),
+        "--shard", metavar="INDEX/COUNT", default=os.environ.get("EEICT_SHARD"),
         help="[EEICT_SHARD] process only this share of the demos (e.g. 0/4), as each pod of an "
         "Indexed Job does; a demo's share follows from its name, so the shares never overlap",
     )  # fmt: skip

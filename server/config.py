@@ -120,8 +120,7 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _from_env(name: str, kind: Any) -> Any:
-    raw = os.environ[env_name(name)]
+def _parse_env(raw: str, kind: Any) -> Any:
     if typing.get_origin(kind) is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
     base = _base_type(kind)
@@ -138,8 +137,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for spec in fields(ServerConfig):
         kind, meta = hints[spec.name], spec.metadata
         default = spec.default if spec.default is not MISSING else spec.default_factory()
-        if env_name(spec.name) in os.environ:
-            default = _from_env(spec.name, kind)
+        raw = os.environ.get(env_name(spec.name))
+        if raw is not None:
+            default = _parse_env(raw, kind)
         flag = "--" + spec.name.replace("_", "-")
         shown = "" if default in (None, [], False) else f" (default {default})"
         help_text = f"[{env_name(spec.name)}] {meta['help']}{shown}"

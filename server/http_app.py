@@ -119,7 +119,7 @@ def build(app: App) -> web.Application:
         return web.Response(status=503, text=f"not ready: {why}\n")
 
     async def metrics(request: web.Request) -> web.Response:
-        body, content_type = app.metrics.exposition()
+        body, content_type = app.metrics.exposition(request.headers.get("Accept", ""))
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response

@@ -10,7 +10,6 @@ in CI instead.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -28,8 +27,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from server.cli import build_parser
-from server.config import DEFAULT_PORT
-from server.http_api import HTTP_PATHS
+from server.config import DEFAULT_HTTP_PORT, DEFAULT_PORT, ServerConfig
 
 yaml = pytest.importorskip("yaml")
 
@@ -41,7 +39,19 @@ ENVIRONMENTS = ["test", "production"]
 # The on-demand kustomizations beside each overlay's main one.
 ON_DEMAND = ["process", "upload"]
 WS_PORT = DEFAULT_PORT
-HTTP_PORT = 8081  # `--http-port`'s default (EEICT_HTTP_PORT)
+HTTP_PORT = DEFAULT_HTTP_PORT
+
+
+def _http_paths() -> set[str]:
+    """The paths the server's HTTP app routes (built, not started)."""
+    from server import http_app
+    from server.app import App
+
+    router = http_app.build(App(ServerConfig())).router
+    return {resource.canonical for resource in router.resources()}
+
+
+HTTP_PATHS = _http_paths()
 WS_PATHS = ["/live", "/replay", "/demodata"]
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
@@ -460,16 +470,6 @@ def _image_env() -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
-def _serve_has(option: str) -> bool:
-    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return option in commands.choices["serve"]._option_string_actions
-
-
-@pytest.mark.xfail(
-    not _serve_has("--http-port"),
-    reason="`eeict serve --http-port` (EEICT_HTTP_PORT) is not in this server yet",
-    strict=True,
-)
 def test_environment_variables_are_server_options(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
