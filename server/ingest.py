@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from processing.gsi import GsiFramer, GsiPayloadError, payload_token, validate_payload
+from processing.gsi.framer import Framer
+from processing.gsi.payload import GsiPayloadError, auth_token, decode_payload
 from processing.recording import SUFFIX, Recording, write_recording
 from processing.source import SourceInfo
 from server import journal
@@ -41,7 +41,7 @@ STEP_S = 1.0 / RATE
 class LiveMatch:
     """One incarnation of an ingested match: its framer, frames so far, stream and journal."""
 
-    def __init__(self, name: str, framer: GsiFramer, started: float) -> None:
+    def __init__(self, name: str, framer: Framer, started: float) -> None:
         self.name = name
         self.framer = framer
         self.started = started
@@ -78,17 +78,21 @@ class Ingest:
             return self._refuse(404, "unknown_match", f"no live match {name[:64]!r} is "
                                 "configured; start the server with --gsi NAME=TOKEN")  # fmt: skip
         try:
-            payload = validate_payload(json.loads(body))
-        except (ValueError, RecursionError) as exc:
-            reason = exc if isinstance(exc, GsiPayloadError) else "the body is not JSON"
-            return self._refuse(400, "bad_payload", f"not a GSI payload: {reason}")
-        if not token_matches(payload_token(payload) or "", expected):
+            payload = decode_payload(body)
+        except GsiPayloadError as exc:
+            return self._refuse(400, "bad_payload", f"not a GSI payload: {exc.reason}")
+        except RecursionError:
+            return self._refuse(400, "bad_payload", "not a GSI payload: JSON nested too deep")
+        if not token_matches(auth_token(payload) or "", expected):
             return self._refuse(401, "unauthorized", "wrong or missing auth token in the payload")
         now = self.app.clock()
         match = self.matches.get(name)
         if match is None or match.finishing:
             match = self._begin(name, now)
-        match.framer.add(payload, now)
+        try:
+            match.framer.add(payload, now)
+        except GsiPayloadError as exc:
+            return self._refuse(400, "bad_payload", f"not a GSI payload: {exc.reason}")
         metrics.ingest_posts[name] += 1
         return 200, {"ok": True}
 
@@ -97,7 +101,7 @@ class Ingest:
         return status, {"error": code, "message": message}
 
     def _begin(self, name: str, now: float) -> LiveMatch:
-        match = LiveMatch(name, GsiFramer(rate=RATE, delay_s=self.config.gsi_delay), now)
+        match = LiveMatch(name, Framer(rate=RATE, delay=self.config.gsi_delay), now)
         self.matches[name] = match
         log.info("live match %s: first post", name)
         return match
@@ -158,9 +162,9 @@ class Ingest:
         """The first frame: a new incarnation in the broker and a local store, reloading a
         journal from before a restart when there is one."""
         meta = {
-            "map": match.framer.map_name,
+            "map": match.framer.description.map_name,
             "tickrate": RATE,
-            "teams": match.framer.team_names,
+            "teams": match.framer.description.team_names,
             "source_file": f"gsi:{match.name}",
         }
         store = GrowingStore(match.name, meta)
