@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from processing.gsi import config as gsi_config_command
+from processing.gsi import replay as gsi_replay_command
 from server import __version__
 from server.config import ConfigError, add_arguments, from_args
 
@@ -54,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Indexed Job does; a demo's share follows from its name, so the shares never overlap",
     )  # fmt: skip
 
+    gsi_config = commands.add_parser(
+        "gsi-config",
+        help="print the cfg file that makes CS2 post its game state here",
+        description="Print a gamestate_integration_<name>.cfg for a spectating CS2 client: it "
+        "posts the match to this server's POST /gsi/<match> (docs/gsi.md).",
+    )
+    gsi_config_command.add_arguments(gsi_config)
+    gsi_replay = commands.add_parser(
+        "gsi-replay",
+        help="post a GSI capture to a server, as the game would",
+        description="Post a capture (one payload a line, .txt or .zip) to a GSI endpoint one "
+        "request at a time, at the capture's pace or faster: for tests, demos and load tests.",
+    )
+    gsi_replay_command.add_arguments(gsi_replay)
+
     inspect = commands.add_parser("inspect", help="show a recording's metadata")
     inspect.add_argument("recording", type=Path)
     inspect.add_argument("--json", action="store_true", help="print the metadata as JSON")
@@ -74,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --shard {exc}", file=sys.stderr)
             return 2
         return process(args.demos, args.out, args.force, shard)
+    if args.command == "gsi-config":
+        return gsi_config_command.run(args)
+    if args.command == "gsi-replay":
+        return gsi_replay_command.run(args)
     if args.command == "inspect":
         from processing.commands import inspect
 
