@@ -177,7 +177,7 @@ _MAX_FRAME_BYTES = 1 << 20  # one frame's msgpack; real ones are 1-10 KiB
 _MAX_CHUNK_BYTES = 16 << 20  # one decompressed chunk; real ones are <= ~600 KiB
 _MAX_FRAMES_PER_CHUNK = 1 << 16  # the writer uses the tickrate (64 or 128)
 _MAX_RATIO = 256  # decompressed/compressed beyond _RATIO_FLOOR; real chunks and indexes <= ~100
-_RATIO_FLOOR = 1 << 20  # any part may decompress to this much whatever its compressed size
+_RATIO_FLOOR = 4 << 20  # any part may decompress to this much whatever its compressed size
 _CACHE_BYTES = 8 << 20  # decompressed chunks kept per recording (~30 chunks of a 10-player match)
 _CACHE_CHUNKS = 32
 
