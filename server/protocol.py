@@ -7,6 +7,7 @@ handlers only ever see well-formed requests.
 
 from __future__ import annotations
 
+import json
 import math
 import reprlib
 from collections.abc import Mapping
@@ -208,3 +209,17 @@ def _validate(message: dict[str, Any], allowed: frozenset[str]) -> Request:
             )
         fields[name] = value
     return Request(kind, fields, message.get("id"))
+
+
+def decode_legacy(data: bytes | str) -> Any:
+    """A ``/demodata`` client message parsed as JSON, or None when it is not one.
+
+    None also for messages over MAX_CLIENT_MESSAGE and for nesting too deep for the parser
+    (RecursionError), so no client text can raise out of a session.
+    """
+    if len(data) > MAX_CLIENT_MESSAGE:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, TypeError, RecursionError):
+        return None

@@ -123,6 +123,13 @@ def test_random_and_mutated_messages_only_ever_raise_protocol_errors():
             assert request.type in REPLAY
 
 
+def test_legacy_text_that_is_not_a_request_parses_to_none():
+    assert protocol.decode_legacy('{"request": "more ticks"}') == {"request": "more ticks"}
+    deep = "[" * 100_000 + "]" * 100_000
+    for text in ("[" * 5000 + "]" * 5000, deep[:16000], "{", b"\xff", " " * 20_000):
+        assert deep_call(60, lambda text=text: protocol.decode_legacy(text)) is None
+
+
 # -- over a real server ------------------------------------------------------------------------
 
 
