@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from processing.recording import SUFFIX, Recording, RecordingError, write_recording
+from processing.recording import SUFFIX, Recording, RecordingError, shown, write_recording
 
 # What to install when the demo parser is missing (the serving image leaves it out).
 PROCESSING_EXTRA = "pip install 'eeict-stream[processing]'"
@@ -81,7 +81,15 @@ def process(demos: list[Path], out: Path, force: bool, shard: Shard | None = Non
                 meta = write_recording(target, match.info, match.frames, on_frame=bar.update)
         except (DemoError, OSError, ValueError) as exc:
             failures += 1
-            print(f"{demo.name}: FAILED: {exc}", file=sys.stderr)
+            print(f"{shown(demo.name)}: FAILED: {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:  # a crafted demo meeting a parser bug: fail it, go on
+            failures += 1
+            print(
+                f"{shown(demo.name)}: FAILED, unexpected {type(exc).__name__}: {exc}"
+                " (please report it with the demo)",
+                file=sys.stderr,
+            )
             continue
         elapsed = time.perf_counter() - started
         size = target.stat().st_size

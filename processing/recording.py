@@ -6,15 +6,18 @@ chunk decompressions, never decoding a frame. Layout and guarantees: docs/record
 
 from __future__ import annotations
 
-import mmap
+import errno
+import math
 import os
+import stat
 import struct
+import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
@@ -32,7 +35,6 @@ SUFFIX = ".eeict"
 _HEAD = struct.Struct("<8sHHI")  # magic, format version, flags, reserved
 _FOOT = struct.Struct("<QQQQIQ8s")  # meta off/len, index off/len, crc32(meta+index), frames, magic
 _ZSTD_LEVEL = 3  # level 9 costs ~2x the time for ~10% smaller files
-_CHUNK_CACHE = 16
 
 
 class RecordingError(Exception):
@@ -164,75 +166,258 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# -- reading -------------------------------------------------------------------------------
+#
+# A recording may come from anyone who can write into the recordings folder, so every number in
+# it is checked before it sizes an allocation or a decompression: sizes are bounded by the
+# file's own size, zstd's declared sizes must equal the sizes the index implies, and the file is
+# read with pread (a file truncated under us is a short read, where a memory map gives SIGBUS).
+
+_MAX_FRAME_BYTES = 1 << 20  # one frame's msgpack; real ones are 1-10 KiB
+_MAX_CHUNK_BYTES = 16 << 20  # one decompressed chunk; real ones are <= ~600 KiB
+_MAX_FRAMES_PER_CHUNK = 1 << 16  # the writer uses the tickrate (64 or 128)
+_MAX_RATIO = 256  # decompressed/compressed beyond _RATIO_FLOOR; real chunks and indexes <= ~100
+_RATIO_FLOOR = 4 << 20  # any part may decompress to this much whatever its compressed size
+_CACHE_BYTES = 8 << 20  # decompressed chunks kept per recording (~30 chunks of a 10-player match)
+_CACHE_CHUNKS = 32
+
+
+def _allowed_output(compressed: int) -> int:
+    """Most bytes a zstd part of ``compressed`` bytes may decompress to (zstd bombs refused)."""
+    return max(_RATIO_FLOOR, _MAX_RATIO * compressed)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(check(item) for item in value)
+
+
+def _map_of(fields: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    """A map having at least ``fields``, each passing its check (other keys allowed)."""
+    return lambda value: (
+        isinstance(value, dict)
+        and all(key in value and check(value[key]) for key, check in fields.items())
+    )
+
+
+def _str_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+_roster_entry = _map_of({"sid": _is_int, "name": _is_str, "team": _is_str})
+
+
+class MetaField(NamedTuple):
+    key: str
+    check: Callable[[Any], bool]
+    expected: str  # what the check accepts, for the refusal message
+    required: bool = True
+
+
+# What a recording's metadata must hold before anything uses it (docs/recording-format.md).
+# Keys not listed are kept unchecked; a new key is one line here.
+META_FIELDS: tuple[MetaField, ...] = (
+    MetaField("format_version", _is_int, "an integer"),
+    MetaField("schema_version", _is_int, "an integer"),
+    MetaField("map", _is_str, "a string"),
+    MetaField("tickrate", lambda v: _is_number(v) and 1 <= v <= 1024, "a number in 1..1024"),
+    MetaField("first_tick", _is_int, "an integer"),
+    MetaField("last_tick", _is_int, "an integer"),
+    MetaField("frame_count", _is_int, "an integer"),
+    MetaField("duration_s", lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    MetaField(
+        "frames_per_chunk",
+        lambda v: _is_int(v) and 1 <= v <= _MAX_FRAMES_PER_CHUNK,
+        f"an integer in 1..{_MAX_FRAMES_PER_CHUNK}",
+    ),
+    MetaField("teams", _str_map, "a map of strings to strings"),
+    MetaField("roster", _list_of(_roster_entry), "a list of {sid: int, name: str, team: str}"),
+    MetaField("round_starts", _list_of(_is_int), "a list of integers"),
+    MetaField("source_file", _is_str, "a string"),
+    MetaField("source_sha256", _is_str, "a string"),
+    MetaField("parser", _is_str, "a string"),
+    MetaField("synthetic", lambda v: isinstance(v, bool), "true or false"),
+    MetaField("created_at", _is_str, "a string"),
+)
+
+
+def shown(text: str) -> str:
+    """``text`` as is when printable, else its repr: file and map names come from files."""
+    return text if text.isprintable() else repr(text)
+
+
+class _FileBytes:
+    """Bytes of an open file by offset, with pread: no shared position, safe across threads."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``; fewer means the file changed (EOFError)."""
+        data = os.pread(self.fd, length, offset)
+        while len(data) < length:  # a regular file reads short only at its end
+            more = os.pread(self.fd, length - len(data), offset + len(data))
+            if not more:
+                raise EOFError(f"{length - len(data)} bytes missing at offset {offset}")
+            data += more
+        return data
+
+
+class _MemoryBytes:
+    """A recording held in memory (a download, a test)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytes(data)
+        self.size = len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self.data[offset : offset + length]
+        if len(data) < length:
+            raise EOFError(f"{length - len(data)} bytes missing at offset {offset}")
+        return data
+
+
+class _ChunkCache:
+    """Most recently read decompressed chunks, bounded by count and by bytes."""
+
+    def __init__(self, max_bytes: int, max_chunks: int) -> None:
+        self.max_bytes, self.max_chunks = max_bytes, max_chunks
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, chunk: int) -> bytes | None:
+        data = self._chunks.get(chunk)
+        if data is not None:
+            self._chunks.move_to_end(chunk)
+        return data
+
+    def put(self, chunk: int, data: bytes) -> None:
+        if len(data) > self.max_bytes or chunk in self._chunks:
+            return
+        self._chunks[chunk] = data
+        self.bytes += len(data)
+        while self.bytes > self.max_bytes or len(self._chunks) > self.max_chunks:
+            self.bytes -= len(self._chunks.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.bytes = 0
+
+
 class Recording:
     """A read-only view of a recording: metadata, tick index, and frame bytes by range.
 
-    The file is memory-mapped; opening reads only the header, footer, metadata and index.
-    Chunks are decompressed on demand (zstd verifies each chunk's checksum) and a few are cached.
+    Opening reads only the header, footer, metadata and index, and checks all of them. Chunks
+    are read from the open file and decompressed on demand (zstd verifies each chunk's
+    checksum); recent ones are cached. A file changed under an open recording makes reads
+    raise RecordingError, never crash the process.
     """
 
-    def __init__(self, buffer: mmap.mmap | bytes, name: str) -> None:
+    def __init__(
+        self, source: _FileBytes | _MemoryBytes, name: str, stamp: tuple[int, int]
+    ) -> None:
         self.name = name
-        self._buf = memoryview(buffer)
-        self._mmap = buffer if isinstance(buffer, mmap.mmap) else None
+        self.stamp = stamp  # (size, mtime_ns) of the file when opened; (size, 0) in memory
+        self._source = source
         self._decompressor = zstandard.ZstdDecompressor()
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self.meta, self.ticks, self._lengths, self._frame_offsets, self._chunk_bounds = (
-            self._parse()
-        )
+        self._cache = _ChunkCache(_CACHE_BYTES, _CACHE_CHUNKS)
+        parsed = self._parse()
+        self.meta, self.ticks, self._lengths, self._frame_offsets = parsed[:4]
+        self._chunk_bounds, self._chunk_sizes = parsed[4:]
         self.frames_per_chunk: int = self.meta["frames_per_chunk"]
 
     @classmethod
     def open(cls, path: Path) -> Recording:
+        """Open a regular file, never following a symlink nor blocking on a FIFO or device."""
         path = Path(path)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         try:
-            with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size == 0:
-                    raise RecordingError(f"{path}: empty file, not a recording")
-                buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = os.open(path, flags)
         except OSError as exc:
-            raise RecordingError(f"{path}: cannot open recording: {exc.strerror}") from exc
-        return cls(buffer, str(path))
+            link = exc.errno == errno.ELOOP
+            reason = "a symbolic link (put the file itself there)" if link else exc.strerror
+            raise RecordingError(f"{shown(str(path))}: cannot open recording: {reason}") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RecordingError(f"{shown(str(path))}: not a regular file, not a recording")
+            if info.st_size == 0:
+                raise RecordingError(f"{shown(str(path))}: empty file, not a recording")
+            recording = cls(
+                _FileBytes(fd, info.st_size), str(path), (info.st_size, info.st_mtime_ns)
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        weakref.finalize(recording, os.close, fd)
+        return recording
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str) -> Recording:
-        return cls(data, name)
+        return cls(_MemoryBytes(data), name, (len(data), 0))
 
     @property
     def size(self) -> int:
-        """Size of the whole file in bytes."""
-        return len(self._buf)
+        """Size of the whole file in bytes (when opened)."""
+        return self._source.size
 
-    def raw_bytes(self, start: int = 0, stop: int | None = None) -> memoryview:
-        """The file's own bytes (for downloads), without copying."""
-        return self._buf[start:stop]
+    def _read(self, offset: int, length: int) -> bytes:
+        try:
+            return self._source.read(offset, length)
+        except (EOFError, OSError) as exc:
+            raise self._fail(f"file changed or unreadable while open ({exc})") from exc
+
+    def raw_bytes(self, start: int = 0, stop: int | None = None) -> bytes:
+        """The file's own bytes [start, stop) (for downloads)."""
+        stop = self.size if stop is None else min(stop, self.size)
+        return self._read(start, stop - start) if start < stop else b""
+
+    def iter_raw(self, block: int = 1 << 20) -> Iterator[bytes]:
+        """The whole file in blocks: hashing or sending it holds one block at a time."""
+        for start in range(0, self.size, block):
+            yield self.raw_bytes(start, start + block)
 
     def _fail(self, what: str) -> RecordingError:
-        return RecordingError(f"{self.name}: {what}; re-create it with `eeict process`")
+        return RecordingError(f"{shown(self.name)}: {what}; re-create it with `eeict process`")
 
     def _parse(self):
-        buf = self._buf
-        if len(buf) < _HEAD.size + _FOOT.size:
+        size = self.size
+        if size < _HEAD.size + _FOOT.size:
             raise self._fail("file too short to be a recording (truncated?)")
-        magic, version, _flags, _ = _HEAD.unpack_from(buf, 0)
+        magic, version, _flags, _ = _HEAD.unpack(self._read(0, _HEAD.size))
         if magic != MAGIC:
             raise self._fail("not a recording (bad magic)")
         if version != FORMAT_VERSION:
             raise self._fail(f"format version {version}, this server reads {FORMAT_VERSION}")
-        footer = _FOOT.unpack_from(buf, len(buf) - _FOOT.size)
+        footer = _FOOT.unpack(self._read(size - _FOOT.size, _FOOT.size))
         meta_off, meta_len, index_off, index_len, crc, count, end = footer
         if end != END_MAGIC:
             raise self._fail("footer missing (truncated or still being written)")
         if not (_HEAD.size <= meta_off and meta_off + meta_len == index_off) or (
-            index_off + index_len != len(buf) - _FOOT.size
+            index_off + index_len != size - _FOOT.size
         ):
             raise self._fail("footer offsets do not match the file size (corrupt)")
-        meta_bytes = buf[meta_off:index_off]
-        index_bytes = buf[index_off : index_off + index_len]
+        meta_bytes = self._read(meta_off, meta_len)  # both bounded by the file's size now
+        index_bytes = self._read(index_off, index_len)
         if _checksum(meta_bytes, index_bytes, footer) != crc:
             raise self._fail("metadata/index checksum mismatch (corrupt)")
         try:
-            return self._parse_index(meta_bytes, index_bytes, count, meta_off)
+            meta = self._parse_meta(meta_bytes, count)
+            return (meta, *self._parse_index(meta, index_bytes, count, meta_off))
         except RecordingError:
             raise
         except Exception as exc:  # anything odd in a file whose checksum matched
@@ -240,29 +425,74 @@ class Recording:
                 f"inconsistent metadata or index ({type(exc).__name__}: {exc})"
             ) from exc
 
-    def _parse_index(self, meta_bytes, index_bytes, count: int, meta_off: int):
+    def _parse_meta(self, meta_bytes: bytes, count: int) -> dict[str, Any]:
         meta = msgpack.unpackb(meta_bytes)
+        if not isinstance(meta, dict):
+            raise self._fail("metadata is not a map (corrupt)")
+        for field in META_FIELDS:
+            if field.key not in meta:
+                if field.required:
+                    raise self._fail(f"metadata lacks {field.key!r}")
+            elif not field.check(meta[field.key]):
+                raise self._fail(f"metadata {field.key!r} must be {field.expected}")
+        if count < 1 or count != meta["frame_count"]:
+            raise self._fail("frame count does not add up (corrupt)")
+        return meta
+
+    def _parse_index(self, meta: dict[str, Any], index_bytes: bytes, count: int, meta_off: int):
         per_chunk = meta["frames_per_chunk"]
-        if count < 1 or count != meta["frame_count"] or per_chunk < 1:
-            raise self._fail("frame count or chunk size does not add up (corrupt)")
         chunks = -(-count // per_chunk)
-        raw = self._decompressor.decompress(bytes(index_bytes))
-        if len(raw) != 12 * count + 8 * chunks:
-            raise self._fail("index size does not match the frame count (corrupt)")
+        expected = 12 * count + 8 * chunks
+        if expected > _allowed_output(len(index_bytes)):
+            raise self._fail(f"index claims {count} frames, too many for its size (corrupt)")
+        raw = self._decompress(index_bytes, expected, "index")
         ticks = np.frombuffer(raw, dtype="<i8", count=count)
         lengths = np.frombuffer(raw, dtype="<u4", count=count, offset=8 * count)
         chunk_offsets = np.frombuffer(raw, dtype="<u8", count=chunks, offset=12 * count)
+        if chunk_offsets[0] < _HEAD.size or np.any(chunk_offsets >= meta_off):
+            raise self._fail("chunk offsets outside the file (corrupt)")
         chunk_bounds = np.append(chunk_offsets.astype(np.int64), meta_off)
-        if chunk_bounds[0] < _HEAD.size or np.any(np.diff(chunk_bounds) <= 0):
+        if np.any(np.diff(chunk_bounds) <= 0):
             raise self._fail("chunk offsets out of order (corrupt)")
         if np.any(np.diff(ticks) <= 0):
             raise self._fail("ticks not strictly increasing (corrupt)")
+        if (meta["first_tick"], meta["last_tick"]) != (int(ticks[0]), int(ticks[-1])):
+            raise self._fail("first_tick/last_tick do not match the index (corrupt)")
+        rounds = meta["round_starts"]
+        if rounds and not ticks[0] <= min(rounds) <= max(rounds) <= ticks[-1]:
+            raise self._fail("round_starts outside the recording's ticks (corrupt)")
+        if lengths.min() < 1 or lengths.max() > _MAX_FRAME_BYTES:
+            raise self._fail(f"a frame length outside 1..{_MAX_FRAME_BYTES} bytes (corrupt)")
+        sizes = lengths.astype(np.int64)
+        chunk_sizes = np.add.reduceat(sizes, np.arange(0, count, per_chunk))
+        limits = np.minimum(
+            _MAX_CHUNK_BYTES, np.maximum(_RATIO_FLOOR, _MAX_RATIO * np.diff(chunk_bounds))
+        )
+        if np.any(chunk_sizes > limits):
+            raise self._fail("a chunk's frames are too large for its size (corrupt)")
         # Offset of each frame inside its decompressed chunk.
-        starts = np.concatenate(([0], np.cumsum(lengths.astype(np.int64))[:-1]))
-        frame_offsets = starts - np.repeat(starts[::per_chunk], per_chunk)[:count]
-        return meta, ticks, lengths, frame_offsets, chunk_bounds
+        starts = np.cumsum(sizes) - sizes
+        frame_offsets = starts - starts[np.arange(count) // per_chunk * per_chunk]
+        return ticks, lengths, frame_offsets, chunk_bounds, chunk_sizes
 
-    # -- reading -------------------------------------------------------------------------
+    def _decompress(self, data: bytes, expected: int, what: str) -> bytes:
+        """``data`` decompressed, refused before any work unless it declares ``expected`` bytes.
+
+        zstd allocates what a frame declares (max_output_size does not apply then), so the
+        declared size is the one to check.
+        """
+        try:
+            declared = zstandard.get_frame_parameters(data).content_size
+            if declared != expected:
+                raise self._fail(f"{what} declares {declared} bytes, expected {expected} (corrupt)")
+            out = self._decompressor.decompress(data)
+        except zstandard.ZstdError as exc:
+            raise self._fail(f"{what} is corrupt ({exc})") from exc
+        if len(out) != expected:
+            raise self._fail(f"{what} decompressed to {len(out)} bytes, expected {expected}")
+        return out
+
+    # -- frames --------------------------------------------------------------------------
 
     @property
     def frame_count(self) -> int:
@@ -280,16 +510,12 @@ class Recording:
     def _chunk(self, chunk: int) -> bytes:
         data = self._cache.get(chunk)
         if data is not None:
-            self._cache.move_to_end(chunk)
             return data
         lo, hi = int(self._chunk_bounds[chunk]), int(self._chunk_bounds[chunk + 1])
-        try:
-            data = self._decompressor.decompress(self._buf[lo:hi])
-        except zstandard.ZstdError as exc:
-            raise self._fail(f"chunk {chunk} is corrupt ({exc})") from exc
-        self._cache[chunk] = data
-        if len(self._cache) > _CHUNK_CACHE:
-            self._cache.popitem(last=False)
+        data = self._decompress(
+            self._read(lo, hi - lo), int(self._chunk_sizes[chunk]), f"chunk {chunk}"
+        )
+        self._cache.put(chunk, data)
         return data
 
     def frames_bytes(self, start: int, stop: int) -> bytes:

@@ -1,13 +1,15 @@
 """The recordings the server knows: a folder watched for new files, plus built-in ones.
 
 A file that fails to open is listed as refused with the reason instead of crashing anything;
-a file is (re)opened only when its size or modification time changes.
+a file is (re)opened only when its size or modification time changes, refused or not, so a
+hostile file costs one open, not one per scan. No file can stop a scan.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -19,7 +21,7 @@ from processing.recording import SUFFIX, Recording, RecordingError
 
 log = logging.getLogger(__name__)
 
-RECORDING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RECORDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
 
 
 @dataclass
@@ -33,7 +35,10 @@ class Entry:
     def sha256(self) -> str:
         """Checksum of the whole file, for downloads; computed once, on first use."""
         if self._sha256 is None:
-            self._sha256 = hashlib.sha256(self.recording.raw_bytes()).hexdigest()
+            digest = hashlib.sha256()
+            for block in self.recording.iter_raw():
+                digest.update(block)
+            self._sha256 = digest.hexdigest()
         return self._sha256
 
     def describe(self) -> dict[str, Any]:
@@ -63,6 +68,7 @@ class Catalog:
         self.folder = folder
         self.entries: dict[str, Entry] = {}
         self.refused: dict[str, str] = {}  # file name -> reason
+        self._refused_at: dict[str, tuple[int, int]] = {}  # file name -> (size, mtime_ns) refused
         self._builtin: set[str] = set()
         self._scan_lock = threading.Lock()  # scans run in worker threads; one at a time
         self._scanned_at = 0.0
@@ -88,7 +94,10 @@ class Catalog:
         if self.folder is None or not self.folder.is_dir():
             return
         with self._scan_lock:
-            self._scan()
+            try:
+                self._scan()
+            except OSError as exc:  # the folder itself unreadable: keep what we have
+                log.warning("cannot scan %s: %s", self.folder, exc)
             self._scanned_at = time.monotonic()
 
     def scan_if_older(self, seconds: float) -> None:
@@ -99,33 +108,45 @@ class Catalog:
     def _scan(self) -> None:
         entries = {name: self.entries[name] for name in self._builtin}
         refused: dict[str, str] = {}
+        refused_at: dict[str, tuple[int, int]] = {}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
-            recording_id = path.name[: -len(SUFFIX)]
-            reason = self._refusal(recording_id)
-            if reason is None:
-                reason = self._open(path, recording_id, entries)
+            try:
+                info = os.lstat(path)  # a symlink is looked at, not followed
+            except OSError:
+                continue  # removed since the listing
+            stamp = (info.st_size, info.st_mtime_ns)
+            if self._refused_at.get(path.name) == stamp:  # refused before and unchanged
+                refused[path.name], refused_at[path.name] = self.refused[path.name], stamp
+                continue
+            reason = self._add(path, stamp, entries)
             if reason is not None:
-                refused[path.name] = reason
+                refused[path.name], refused_at[path.name] = reason, stamp
                 if self.refused.get(path.name) != reason:
-                    log.warning("refused recording %s: %s", path.name, reason)
+                    log.warning("refused recording %r: %s", path.name, reason)
         for gone in set(self.entries) - set(entries):
-            log.info("recording %s: file removed", gone)
-        self.entries, self.refused = entries, refused
+            log.info("recording %r: file removed", gone)
+        self.entries, self.refused, self._refused_at = entries, refused, refused_at
+
+    def _add(self, path: Path, stamp: tuple[int, int], entries: dict[str, Entry]) -> str | None:
+        """Add one file to ``entries`` or say why not; whatever the file holds, never raises."""
+        recording_id = path.name[: -len(SUFFIX)]
+        try:
+            return self._refusal(recording_id) or self._open(path, recording_id, stamp, entries)
+        except Exception as exc:  # a bug met by a crafted file: one file, not the whole scan
+            log.exception("recording %r: unexpected error while opening", path.name)
+            return f"unexpected error while opening ({type(exc).__name__})"
 
     def _refusal(self, recording_id: str) -> str | None:
         if recording_id in self._builtin:
             return f"the id {recording_id!r} is taken by a built-in recording"
-        if not RECORDING_ID.match(recording_id):
+        if not RECORDING_ID.fullmatch(recording_id):
             return "file name must be letters, digits, '.', '_' or '-'"
         return None
 
-    def _open(self, path: Path, recording_id: str, entries: dict[str, Entry]) -> str | None:
+    def _open(
+        self, path: Path, recording_id: str, stamp: tuple[int, int], entries: dict[str, Entry]
+    ) -> str | None:
         """Add the file to ``entries`` (reusing the open recording if unchanged) or say why not."""
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            return f"cannot read: {exc.strerror}"
-        stamp = (stat.st_size, stat.st_mtime_ns)
         current = self.entries.get(recording_id)
         if current is not None and current.stamp == stamp:
             entries[recording_id] = current
@@ -134,9 +155,9 @@ class Catalog:
             recording = Recording.open(path)
         except RecordingError as exc:
             return str(exc)
-        entries[recording_id] = Entry(recording_id, recording, path, stamp)
+        entries[recording_id] = Entry(recording_id, recording, path, recording.stamp)
         log.info(
-            "recording %s: %s, %d frames, %.0f s",
+            "recording %r: %r, %d frames, %.0f s",
             recording_id, recording.meta["map"], recording.frame_count,
             recording.meta["duration_s"],
         )  # fmt: skip

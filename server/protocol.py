@@ -7,7 +7,9 @@ handlers only ever see well-formed requests.
 
 from __future__ import annotations
 
+import json
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +87,29 @@ def error(code: str, message: str, request: Any = None) -> bytes:
     return pack(body)
 
 
+def internal_error(request: Any = None) -> bytes:
+    """The reply to a request the server failed on: the client learns no more than that."""
+    return error(
+        "internal_error", "the server failed on this request (it is logged); try again", request
+    )
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()  # keyword options need Python 3.12
+    short.maxlevel, short.maxdict, short.maxlist, short.maxtuple = 2, 4, 4, 4
+    short.maxstring = short.maxother = 60
+    short.maxlong = 40
+    return short
+
+
+_repr = _short_repr()
+
+
+def shown(value: Any) -> str:
+    """A short repr of a client's value for error messages: bounded in size and depth."""
+    return _repr.repr(value)
+
+
 # -- client requests --------------------------------------------------------------------
 
 
@@ -121,8 +146,11 @@ REQUEST_FIELDS: dict[str, dict[str, str]] = {
     "cancel": {},
 }
 
+INT64 = range(-(1 << 63), 1 << 63)  # "int" fields: what numpy and every client can hold
+MAX_ID_LENGTH = 256  # a request's "id": a scalar, strings and bytes at most this long
+
 _KIND_CHECK = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v in INT64,
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
     "str": lambda v: isinstance(v, str),
     # A stream's epoch: a recording's Unix time, or a live match's broker epoch (a string).
@@ -141,9 +169,13 @@ def decode_request(data: bytes | str, allowed: frozenset[str]) -> Request:
     try:
         message = msgpack.unpackb(data, strict_map_key=True)
     except Exception as exc:
-        raise ProtocolError("bad_message", f"not valid msgpack: {exc}") from None
+        raise ProtocolError("bad_message", f"not valid msgpack: {str(exc)[:200]}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("bad_message", 'a message is a msgpack map with a string "type"')
+    if not _valid_id(message.get("id")):
+        raise ProtocolError(
+            "bad_field", f"id must be nil, a number, or a string of at most {MAX_ID_LENGTH} bytes"
+        )
     try:
         return _validate(message, allowed)
     except ProtocolError as exc:
@@ -151,11 +183,20 @@ def decode_request(data: bytes | str, allowed: frozenset[str]) -> Request:
         raise
 
 
+def _valid_id(value: Any) -> bool:
+    """Scalars only: an id is echoed in replies, so it must be cheap and safe to send back."""
+    if isinstance(value, str | bytes):
+        return len(value) <= MAX_ID_LENGTH
+    return value is None or isinstance(value, bool | int | float)
+
+
 def _validate(message: dict[str, Any], allowed: frozenset[str]) -> Request:
     kind = message["type"]
     if kind not in allowed:
         known = ", ".join(sorted(allowed))
-        raise ProtocolError("unknown_type", f"unknown message type {kind!r} here; use: {known}")
+        raise ProtocolError(
+            "unknown_type", f"unknown message type {shown(kind)} here; use: {known}"
+        )
     fields: dict[str, Any] = {}
     for name, spec in REQUEST_FIELDS[kind].items():
         optional = spec.endswith("?")
@@ -167,7 +208,21 @@ def _validate(message: dict[str, Any], allowed: frozenset[str]) -> Request:
         value = message[name]
         if not _KIND_CHECK[expected](value):
             raise ProtocolError(
-                "bad_field", f"{kind}: field {name!r} must be {expected}, got {value!r}"
+                "bad_field", f"{kind}: field {name!r} must be {expected}, got {shown(value)}"
             )
         fields[name] = value
     return Request(kind, fields, message.get("id"))
+
+
+def decode_legacy(data: bytes | str) -> Any:
+    """A ``/demodata`` client message parsed as JSON, or None when it is not one.
+
+    None also for messages over MAX_CLIENT_MESSAGE and for nesting too deep for the parser
+    (RecursionError), so no client text can raise out of a session.
+    """
+    if len(data) > MAX_CLIENT_MESSAGE:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, TypeError, RecursionError):
+        return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import random
 import struct
 
@@ -87,3 +89,32 @@ def test_out_of_order_frames_are_refused(tmp_path):
     with pytest.raises(ValueError, match="out of order"):
         write_recording(tmp_path / "x.eeict", INFO, frames)
     assert list(tmp_path.iterdir()) == []
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_refused_and_dropped_recordings_leave_no_open_files(written, tmp_path):
+    path, _, _ = written
+    cut = tmp_path / "cut.eeict"
+    cut.write_bytes(path.read_bytes()[:-1])
+    before = _open_fds()
+    for _ in range(50):
+        with pytest.raises(RecordingError):
+            Recording.open(cut)
+    assert _open_fds() == before
+    recordings = [Recording.open(path) for _ in range(20)]
+    assert _open_fds() == before + 20  # each holds its file open, to read it later
+    del recordings
+    gc.collect()
+    assert _open_fds() == before
+
+
+def test_a_recording_read_from_memory_matches_the_file(written):
+    path, frames, _ = written
+    data = path.read_bytes()
+    from_file, in_memory = Recording.open(path), Recording.from_bytes(data, "downloaded")
+    assert in_memory.frames(0, 1000) == frames
+    assert from_file.raw_bytes() == data and from_file.raw_bytes(100, 200) == data[100:200]
+    assert b"".join(from_file.iter_raw(block=4096)) == data

@@ -138,8 +138,15 @@ class Playback:
         return self.seek_index(index, now, keep_paused=True)
 
     def seek_time(self, seconds: float, now: float) -> list[bytes]:
-        first = self.store.meta["first_tick"]
-        return self.seek_tick(first + round(seconds * self.rate), now)
+        meta = self.store.meta
+        duration = (meta["last_tick"] - meta["first_tick"]) / self.rate
+        if not 0 <= seconds <= duration:  # checked before rounding: 1e308 s has no tick
+            raise protocol.ProtocolError(
+                "out_of_range", f"time {seconds} s is outside the recording (0..{duration:.3f} s)"
+            )
+        return self.seek_tick(
+            min(meta["first_tick"] + round(seconds * self.rate), meta["last_tick"]), now
+        )
 
     def seek_round(self, number: int, now: float) -> list[bytes]:
         starts = self.store.meta["round_starts"]
