@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
 import struct
+from pathlib import Path
 
 import pytest
 from conftest import tiny_frames
@@ -91,24 +93,29 @@ def test_out_of_order_frames_are_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _open_fds(*paths: Path) -> int:
+    """Open descriptors of this process on ``paths`` (others come and go with other threads)."""
+    targets = {str(p.resolve()) for p in paths}
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") in targets
+    return count
 
 
 def test_refused_and_dropped_recordings_leave_no_open_files(written, tmp_path):
     path, _, _ = written
     cut = tmp_path / "cut.eeict"
     cut.write_bytes(path.read_bytes()[:-1])
-    before = _open_fds()
     for _ in range(50):
         with pytest.raises(RecordingError):
             Recording.open(cut)
-    assert _open_fds() == before
+    assert _open_fds(cut) == 0
     recordings = [Recording.open(path) for _ in range(20)]
-    assert _open_fds() == before + 20  # each holds its file open, to read it later
+    assert _open_fds(path) == 20  # each holds its file open, to read it later
     del recordings
     gc.collect()
-    assert _open_fds() == before
+    assert _open_fds(path) == 0
 
 
 def test_a_recording_read_from_memory_matches_the_file(written):

@@ -412,15 +412,16 @@ def test_process_goes_on_when_one_demo_raises_an_unexpected_exception(
     goes through the real parser and writer.
     """
     import processing.commands as commands
+    import processing.demo as demo
 
-    real_read_demo = commands.read_demo
+    real_read_demo = demo.read_demo
 
     def read_demo(path: Path):
         if path.name == "crafted.dem":
             raise KeyError("round_end")  # what a parser bug on odd input looks like
         return real_read_demo(path)
 
-    monkeypatch.setattr(commands, "read_demo", read_demo)
+    monkeypatch.setattr(demo, "read_demo", read_demo)  # process() imports it when it runs
     crafted = tmp_path / "crafted.dem"
     crafted.write_bytes(b"x")
     out = tmp_path / "out"
