@@ -7,7 +7,13 @@ import asyncio
 import time
 
 import pytest
-from broker_engines import WAIT_S, own_redis_fixture, wait_for  # noqa: F401 (fixtures)
+from broker_engines import (  # noqa: F401 (fixtures)
+    WAIT_S,
+    own_redis_fixture,
+    require_redis_server,
+    wait_for,
+)
+from redis_server import redis_server
 
 from server.broker import BrokerUnavailable, EpochMismatch, ReadResult
 from server.broker.redis_streams import RedisBroker
@@ -152,3 +158,23 @@ async def test_a_second_ingest_of_the_same_stream_fences_off_the_first(brokers):
     await new_ingest.publish("m", new, 0, b"new")
     result = await replica.read("m", 9, old)
     assert (result.epoch, result.reset, result.frames) == (new, True, [(0, b"new")])
+
+
+async def test_redis_restarted_with_its_data_continues_with_nothing_lost():
+    require_redis_server()
+    with redis_server(persist=True) as server:
+        ingest = RedisBroker(server.url, 1000, op_timeout_s=OP_TIMEOUT_S, retry_min_s=0.02)
+        replica = RedisBroker(server.url, 1000, op_timeout_s=OP_TIMEOUT_S, retry_min_s=0.02)
+        try:
+            epoch = await ingest.start_stream("m", META)
+            await ingest.publish_many("m", epoch, frames(0, 30))
+            await read_until(replica, -1, epoch, 9)
+            server.restart(keep_data=True)  # SIGTERM: Redis writes its snapshot, then reloads it
+            await ingest.publish_many("m", epoch, frames(30, 10))
+            results = await read_until(replica, 9, epoch, 39)
+            got = [seq for result in results for seq, _ in result.frames]
+            assert got == list(range(10, 40))
+            assert sum(result.lost for result in results) == 0
+        finally:
+            await ingest.close()
+            await replica.close()
