@@ -304,11 +304,15 @@ def main(argv: list[str] | None = None) -> None:
             else f"{item['rate']:g}/s"
         )
         rows.append(sup.row(f"{label}: frames/s", item["frames_per_s"], "frames/s"))
-        rows.append(sup.row(f"{label}: latency p50", item["p50_ms"], "ms"))
-        rows.append(sup.row(f"{label}: latency p99", item["p99_ms"], "ms"))
-        rows.append(sup.row(f"{label}: redis CPU", item["redis_cpu_pct"], "% of a core"))
+        if item["kind"] == "latency":  # unpaced, latency is only the publisher's lead
+            rows.append(sup.row(f"{label}: latency p50", item["p50_ms"], "ms"))
+            rows.append(sup.row(f"{label}: latency p99", item["p99_ms"], "ms"))
+        if item["engine"] == "redis":
+            rows.append(sup.row(f"{label}: redis CPU", item["redis_cpu_pct"], "% of a core"))
         rows.append(sup.row(f"{label}: publisher CPU", item["publisher_cpu_pct"], "% of a core"))
-        rows.append(sup.row(f"{label}: frames lost", item["lost"], "frames"))
+        rows.append(
+            sup.row(f"{label}: frames lost", item["lost"], "frames", "0", item["lost"] == 0)
+        )
     sup.print_table("Broker (frames of a 10-player match, 3.3 KB each)", rows)
     sup.write_json(args.json, {"title": "Broker", "rows": rows, "runs": results})
 
