@@ -97,6 +97,13 @@ async def test_redis_unreachable_for_a_while_is_unhealthy_then_reading_continues
     with pytest.raises(BrokerUnavailable):
         await replica.read("m", 9, epoch, block_s=0.2)
     assert not ingest.healthy and not replica.healthy
+    for refused in (
+        replica.streams(),
+        replica.history("m", 0, 10, epoch),
+        ingest.start_stream("other", META),
+    ):
+        with pytest.raises(BrokerUnavailable):  # at once, not after a timeout each
+            await asyncio.wait_for(refused, OP_TIMEOUT_S)
     assert not await replica.ping()
     await ingest.publish_many("m", epoch, frames(50, 10))  # still down: kept, never raises
 

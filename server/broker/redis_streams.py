@@ -237,6 +237,11 @@ class RedisBroker:
             log.warning("redis at %s reachable again", self.url)
             return
 
+    def _require_healthy(self) -> None:
+        """Fail at once while the recovery task runs, instead of each call timing out."""
+        if not self._healthy:
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable")
+
     async def _wait_healthy(self, timeout_s: float) -> None:
         if self._healthy:
             return
@@ -258,6 +263,7 @@ class RedisBroker:
     # -- writing -----------------------------------------------------------------------------
 
     async def start_stream(self, stream: str, meta: dict[str, Any]) -> str:
+        self._require_healthy()
         epoch = new_epoch()
         owned = _Owned(epoch, json.dumps(json_copy(meta, "meta")), {}, deque(maxlen=self.window))
         try:
@@ -422,6 +428,7 @@ class RedisBroker:
     ) -> list[tuple[int, bytes]]:
         if to_seq <= from_seq:
             return []
+        self._require_healthy()
         keys = self._keys(stream)
         try:
             entries = await self._scripts["history"](
@@ -436,6 +443,7 @@ class RedisBroker:
         return [(seq_of(entry[0]), _data(entry[1])) for entry in entries]
 
     async def streams(self) -> dict[str, StreamInfo]:
+        self._require_healthy()
         try:
             names = sorted(name.decode() for name in await self._cmd.smembers(self._index))
             async with self._cmd.pipeline(transaction=False) as pipe:
