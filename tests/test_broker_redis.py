@@ -9,13 +9,14 @@ import time
 import pytest
 from broker_engines import (  # noqa: F401 (fixtures)
     WAIT_S,
+    info_field,
     own_redis_fixture,
     require_redis_server,
     wait_for,
 )
 from redis_server import redis_server
 
-from server.broker import BrokerUnavailable, EpochMismatch, ReadResult
+from server.broker import BrokerError, BrokerUnavailable, EpochMismatch, ReadResult
 from server.broker.redis_streams import RedisBroker
 
 META = {"map": "de_mirage", "tickrate": 64}
@@ -185,3 +186,22 @@ async def test_redis_restarted_with_its_data_continues_with_nothing_lost():
         finally:
             await ingest.close()
             await replica.close()
+
+
+async def test_frames_redis_refuses_raise_and_wait_until_it_takes_them(own_redis, brokers):
+    ingest, replica = brokers(), brokers()
+    epoch = await ingest.start_stream("m", META)
+    await ingest.publish("m", epoch, 0, b"small")
+    used = int(info_field(own_redis, "memory", "used_memory"))
+    assert own_redis.command(b"CONFIG", b"SET", b"maxmemory", str(used + 200_000).encode())
+    big = b"x" * 50_000
+    with pytest.raises(BrokerError, match="maxmemory"):
+        for seq in range(1, 20):  # 1 MB: over the bound on the way
+            await ingest.publish("m", epoch, seq, big)
+    refused_at = seq
+    assert own_redis.command(b"CONFIG", b"SET", b"maxmemory", b"0") == b"+OK"
+    await ingest.publish("m", epoch, refused_at + 1, b"after")
+    results = await read_until(replica, -1, epoch, refused_at + 1)
+    got = [seq for result in results for seq, _ in result.frames]
+    assert got == list(range(refused_at + 2))  # the refused frames waited, none was dropped
+    assert sum(result.lost for result in results) == 0

@@ -33,11 +33,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
     DEFAULT_WINDOW,
     MAX_READ_FRAMES,
+    BrokerError,
     BrokerUnavailable,
     EpochMismatch,
     ReadResult,
@@ -73,17 +75,23 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', 64, '*', 'epoch', ARGV[2])
 return 1
 """
 
-# KEYS: info, frames. ARGV: epoch, maxlen, then id/data pairs. -1: no such stream, -2: another
-# epoch. An id at or below the stream's top is one this process already sent (a call retried
-# after a lost answer) and is skipped.
+# KEYS: info, frames. ARGV: epoch, maxlen, then seq+1/data pairs. -1: no such stream, -2:
+# another epoch. A frame at or below the stream's top is one this process already sent (a call
+# retried after its answer was lost) and is skipped; any other error (OOM under maxmemory) is
+# raised, so no frame is ever dropped silently.
 PUBLISH = """
 local current = redis.call('HGET', KEYS[1], 'epoch')
 if not current then return -1 end
 if current ~= ARGV[1] then return -2 end
+local top = 0
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if newest[1] then top = tonumber(string.match(newest[1][1], '^(%d+)')) end
 local added = 0
 for i = 3, #ARGV, 2 do
-  local ok = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i], 'd', ARGV[i + 1])
-  if type(ok) ~= 'table' or not ok.err then added = added + 1 end
+  if tonumber(ARGV[i]) > top then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i] .. '-0', 'd', ARGV[i + 1])
+    added = added + 1
+  end
 end
 return added
 """
@@ -224,14 +232,10 @@ class RedisBroker:
             try:
                 await self._cmd.ping()
                 for stream, owned in list(self._owned.items()):
-                    await self._restore(stream, owned)
-                    await self._write_state(stream, owned.epoch, owned.state)
-                    await self._send_pending(stream, owned)
+                    await self._catch_up(stream, owned)
             except OUTAGE:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
-            except EpochMismatch as exc:
-                log.warning("%s", exc)
             self._healthy = True
             self._recovered.set()
             log.warning("redis at %s reachable again", self.url)
@@ -241,6 +245,17 @@ class RedisBroker:
         """Fail at once while the recovery task runs, instead of each call timing out."""
         if not self._healthy:
             raise BrokerUnavailable(f"redis at {self.url} is unreachable")
+
+    async def _catch_up(self, stream: str, owned: _Owned) -> None:
+        """After an outage: the stream back if Redis lost it, then its state, then the frames
+        that waited. A stream another process restarted meanwhile is dropped from this one."""
+        try:
+            await self._restore(stream, owned)
+            if owned.state:
+                await self._write_state(stream, owned.epoch, owned.state)
+            await self._send_pending(stream, owned)
+        except EpochMismatch as exc:
+            log.warning("%s: its waiting frames are dropped", exc)
 
     async def _wait_healthy(self, timeout_s: float) -> None:
         if self._healthy:
@@ -314,16 +329,19 @@ class RedisBroker:
                 batch = [owned.pending[i] for i in range(min(PUBLISH_BATCH, len(owned.pending)))]
                 args: list[Any] = [owned.epoch, self.window]
                 for seq, data in batch:
-                    args += [entry_id(seq), data]
-                added = await self._scripts["publish"](
-                    keys=[keys["info"], keys["frames"]], args=args
-                )
+                    args += [seq + 1, data]  # the entry id's first part (entry_id)
+                try:
+                    added = await self._scripts["publish"](
+                        keys=[keys["info"], keys["frames"]], args=args
+                    )
+                except ResponseError as exc:  # e.g. OOM under maxmemory: the frames wait
+                    raise BrokerError(f"redis refused frames of {stream!r}: {exc}") from exc
                 if added == -1:
                     await self._restore(stream, owned)
                     continue
                 if added == -2:
                     owned.pending.clear()
-                    del self._owned[stream]
+                    self._owned.pop(stream, None)
                     raise EpochMismatch(f"stream {stream!r} was restarted by another process")
                 last = batch[-1][0]
                 while owned.pending and owned.pending[0][0] <= last:
