@@ -136,6 +136,7 @@ async def test_an_outage_longer_than_the_window_loses_only_the_oldest_frames(own
     assert got == sorted(set(got))
     assert set(range(201, 301)) <= set(got)
     assert lost == 300 - len(got)
+    assert ingest.dropped_frames == 200  # what did not fit the window, as the ingest counted
 
 
 async def test_two_replicas_read_identical_bytes_for_identical_seqs(brokers):

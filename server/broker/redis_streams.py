@@ -147,6 +147,7 @@ class _Owned:
     state: dict[str, str]  # field -> JSON value
     pending: deque[tuple[int, bytes]]
     last_seq: int | None = None
+    dropped: int = 0  # frames pushed out of ``pending`` since the last recovery
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -197,6 +198,7 @@ class RedisBroker:
         }
         self._owned: dict[str, _Owned] = {}
         self._seen: dict[str, _Seen] = {}
+        self.dropped_frames = 0  # published frames that never reached Redis (an outage too long)
         self._healthy = True
         self._recovered = asyncio.Event()
         self._recovered.set()
@@ -256,6 +258,14 @@ class RedisBroker:
             await self._send_pending(stream, owned)
         except EpochMismatch as exc:
             log.warning("%s: its waiting frames are dropped", exc)
+        if owned.dropped:
+            log.warning(
+                "%d frames of %s did not fit the window while redis was unreachable: "
+                "readers get them as lost",
+                owned.dropped,
+                stream,
+            )
+            owned.dropped = 0
 
     async def _wait_healthy(self, timeout_s: float) -> None:
         if self._healthy:
@@ -314,6 +324,10 @@ class RedisBroker:
         if not checked:
             return
         owned.last_seq = checked[-1][0]
+        overflow = len(owned.pending) + len(checked) - self.window
+        if overflow > 0:  # the deque drops the oldest: readers will see them as lost
+            owned.dropped += overflow
+            self.dropped_frames += overflow
         owned.pending.extend((seq, bytes(data)) for seq, data in checked)
         if not self._healthy:
             return
