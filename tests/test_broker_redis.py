@@ -7,9 +7,16 @@ import asyncio
 import time
 
 import pytest
-from broker_engines import WAIT_S, own_redis_fixture, wait_for  # noqa: F401 (fixtures)
+from broker_engines import (  # noqa: F401 (fixtures)
+    WAIT_S,
+    info_field,
+    own_redis_fixture,
+    require_redis_server,
+    wait_for,
+)
+from redis_server import redis_server
 
-from server.broker import BrokerUnavailable, EpochMismatch, ReadResult
+from server.broker import BrokerError, BrokerUnavailable, EpochMismatch, ReadResult
 from server.broker.redis_streams import RedisBroker
 
 META = {"map": "de_mirage", "tickrate": 64}
@@ -91,6 +98,13 @@ async def test_redis_unreachable_for_a_while_is_unhealthy_then_reading_continues
     with pytest.raises(BrokerUnavailable):
         await replica.read("m", 9, epoch, block_s=0.2)
     assert not ingest.healthy and not replica.healthy
+    for refused in (
+        replica.streams(),
+        replica.history("m", 0, 10, epoch),
+        ingest.start_stream("other", META),
+    ):
+        with pytest.raises(BrokerUnavailable):  # at once, not after a timeout each
+            await asyncio.wait_for(refused, OP_TIMEOUT_S)
     assert not await replica.ping()
     await ingest.publish_many("m", epoch, frames(50, 10))  # still down: kept, never raises
 
@@ -122,6 +136,7 @@ async def test_an_outage_longer_than_the_window_loses_only_the_oldest_frames(own
     assert got == sorted(set(got))
     assert set(range(201, 301)) <= set(got)
     assert lost == 300 - len(got)
+    assert ingest.dropped_frames == 200  # what did not fit the window, as the ingest counted
 
 
 async def test_two_replicas_read_identical_bytes_for_identical_seqs(brokers):
@@ -152,3 +167,42 @@ async def test_a_second_ingest_of_the_same_stream_fences_off_the_first(brokers):
     await new_ingest.publish("m", new, 0, b"new")
     result = await replica.read("m", 9, old)
     assert (result.epoch, result.reset, result.frames) == (new, True, [(0, b"new")])
+
+
+async def test_redis_restarted_with_its_data_continues_with_nothing_lost():
+    require_redis_server()
+    with redis_server(persist=True) as server:
+        ingest = RedisBroker(server.url, 1000, op_timeout_s=OP_TIMEOUT_S, retry_min_s=0.02)
+        replica = RedisBroker(server.url, 1000, op_timeout_s=OP_TIMEOUT_S, retry_min_s=0.02)
+        try:
+            epoch = await ingest.start_stream("m", META)
+            await ingest.publish_many("m", epoch, frames(0, 30))
+            await read_until(replica, -1, epoch, 9)
+            server.restart(keep_data=True)  # SIGTERM: Redis writes its snapshot, then reloads it
+            await ingest.publish_many("m", epoch, frames(30, 10))
+            results = await read_until(replica, 9, epoch, 39)
+            got = [seq for result in results for seq, _ in result.frames]
+            assert got == list(range(10, 40))
+            assert sum(result.lost for result in results) == 0
+        finally:
+            await ingest.close()
+            await replica.close()
+
+
+async def test_frames_redis_refuses_raise_and_wait_until_it_takes_them(own_redis, brokers):
+    ingest, replica = brokers(), brokers()
+    epoch = await ingest.start_stream("m", META)
+    await ingest.publish("m", epoch, 0, b"small")
+    used = int(info_field(own_redis, "memory", "used_memory"))
+    assert own_redis.command(b"CONFIG", b"SET", b"maxmemory", str(used + 200_000).encode())
+    big = b"x" * 50_000
+    with pytest.raises(BrokerError, match="maxmemory"):
+        for seq in range(1, 20):  # 1 MB: over the bound on the way
+            await ingest.publish("m", epoch, seq, big)
+    refused_at = seq
+    assert own_redis.command(b"CONFIG", b"SET", b"maxmemory", b"0") == b"+OK"
+    await ingest.publish("m", epoch, refused_at + 1, b"after")
+    results = await read_until(replica, -1, epoch, refused_at + 1)
+    got = [seq for result in results for seq, _ in result.frames]
+    assert got == list(range(refused_at + 2))  # the refused frames waited, none was dropped
+    assert sum(result.lost for result in results) == 0

@@ -13,6 +13,7 @@ from .base import (
     StreamInfo,
     UnknownStream,
 )
+from .follow import Update, follow
 from .memory import MemoryBroker
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "ReadResult",
     "StreamInfo",
     "UnknownStream",
+    "Update",
+    "follow",
     "make_broker",
 ]
 

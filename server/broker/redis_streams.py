@@ -33,11 +33,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
     DEFAULT_WINDOW,
     MAX_READ_FRAMES,
+    BrokerError,
     BrokerUnavailable,
     EpochMismatch,
     ReadResult,
@@ -73,17 +75,23 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', 64, '*', 'epoch', ARGV[2])
 return 1
 """
 
-# KEYS: info, frames. ARGV: epoch, maxlen, then id/data pairs. -1: no such stream, -2: another
-# epoch. An id at or below the stream's top is one this process already sent (a call retried
-# after a lost answer) and is skipped.
+# KEYS: info, frames. ARGV: epoch, maxlen, then seq+1/data pairs. -1: no such stream, -2:
+# another epoch. A frame at or below the stream's top is one this process already sent (a call
+# retried after its answer was lost) and is skipped; any other error (OOM under maxmemory) is
+# raised, so no frame is ever dropped silently.
 PUBLISH = """
 local current = redis.call('HGET', KEYS[1], 'epoch')
 if not current then return -1 end
 if current ~= ARGV[1] then return -2 end
+local top = 0
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if newest[1] then top = tonumber(string.match(newest[1][1], '^(%d+)')) end
 local added = 0
 for i = 3, #ARGV, 2 do
-  local ok = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i], 'd', ARGV[i + 1])
-  if type(ok) ~= 'table' or not ok.err then added = added + 1 end
+  if tonumber(ARGV[i]) > top then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i] .. '-0', 'd', ARGV[i + 1])
+    added = added + 1
+  end
 end
 return added
 """
@@ -139,6 +147,7 @@ class _Owned:
     state: dict[str, str]  # field -> JSON value
     pending: deque[tuple[int, bytes]]
     last_seq: int | None = None
+    dropped: int = 0  # frames pushed out of ``pending`` since the last recovery
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -189,6 +198,7 @@ class RedisBroker:
         }
         self._owned: dict[str, _Owned] = {}
         self._seen: dict[str, _Seen] = {}
+        self.dropped_frames = 0  # published frames that never reached Redis (an outage too long)
         self._healthy = True
         self._recovered = asyncio.Event()
         self._recovered.set()
@@ -224,18 +234,38 @@ class RedisBroker:
             try:
                 await self._cmd.ping()
                 for stream, owned in list(self._owned.items()):
-                    await self._restore(stream, owned)
-                    await self._write_state(stream, owned.epoch, owned.state)
-                    await self._send_pending(stream, owned)
+                    await self._catch_up(stream, owned)
             except OUTAGE:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
-            except EpochMismatch as exc:
-                log.warning("%s", exc)
             self._healthy = True
             self._recovered.set()
             log.warning("redis at %s reachable again", self.url)
             return
+
+    def _require_healthy(self) -> None:
+        """Fail at once while the recovery task runs, instead of each call timing out."""
+        if not self._healthy:
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable")
+
+    async def _catch_up(self, stream: str, owned: _Owned) -> None:
+        """After an outage: the stream back if Redis lost it, then its state, then the frames
+        that waited. A stream another process restarted meanwhile is dropped from this one."""
+        try:
+            await self._restore(stream, owned)
+            if owned.state:
+                await self._write_state(stream, owned.epoch, owned.state)
+            await self._send_pending(stream, owned)
+        except EpochMismatch as exc:
+            log.warning("%s: its waiting frames are dropped", exc)
+        if owned.dropped:
+            log.warning(
+                "%d frames of %s did not fit the window while redis was unreachable: "
+                "readers get them as lost",
+                owned.dropped,
+                stream,
+            )
+            owned.dropped = 0
 
     async def _wait_healthy(self, timeout_s: float) -> None:
         if self._healthy:
@@ -258,6 +288,7 @@ class RedisBroker:
     # -- writing -----------------------------------------------------------------------------
 
     async def start_stream(self, stream: str, meta: dict[str, Any]) -> str:
+        self._require_healthy()
         epoch = new_epoch()
         owned = _Owned(epoch, json.dumps(json_copy(meta, "meta")), {}, deque(maxlen=self.window))
         try:
@@ -293,6 +324,10 @@ class RedisBroker:
         if not checked:
             return
         owned.last_seq = checked[-1][0]
+        overflow = len(owned.pending) + len(checked) - self.window
+        if overflow > 0:  # the deque drops the oldest: readers will see them as lost
+            owned.dropped += overflow
+            self.dropped_frames += overflow
         owned.pending.extend((seq, bytes(data)) for seq, data in checked)
         if not self._healthy:
             return
@@ -308,16 +343,19 @@ class RedisBroker:
                 batch = [owned.pending[i] for i in range(min(PUBLISH_BATCH, len(owned.pending)))]
                 args: list[Any] = [owned.epoch, self.window]
                 for seq, data in batch:
-                    args += [entry_id(seq), data]
-                added = await self._scripts["publish"](
-                    keys=[keys["info"], keys["frames"]], args=args
-                )
+                    args += [seq + 1, data]  # the entry id's first part (entry_id)
+                try:
+                    added = await self._scripts["publish"](
+                        keys=[keys["info"], keys["frames"]], args=args
+                    )
+                except ResponseError as exc:  # e.g. OOM under maxmemory: the frames wait
+                    raise BrokerError(f"redis refused frames of {stream!r}: {exc}") from exc
                 if added == -1:
                     await self._restore(stream, owned)
                     continue
                 if added == -2:
                     owned.pending.clear()
-                    del self._owned[stream]
+                    self._owned.pop(stream, None)
                     raise EpochMismatch(f"stream {stream!r} was restarted by another process")
                 last = batch[-1][0]
                 while owned.pending and owned.pending[0][0] <= last:
@@ -422,6 +460,7 @@ class RedisBroker:
     ) -> list[tuple[int, bytes]]:
         if to_seq <= from_seq:
             return []
+        self._require_healthy()
         keys = self._keys(stream)
         try:
             entries = await self._scripts["history"](
@@ -436,6 +475,7 @@ class RedisBroker:
         return [(seq_of(entry[0]), _data(entry[1])) for entry in entries]
 
     async def streams(self) -> dict[str, StreamInfo]:
+        self._require_healthy()
         try:
             names = sorted(name.decode() for name in await self._cmd.smembers(self._index))
             async with self._cmd.pipeline(transaction=False) as pipe:
