@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from server import protocol
-from server.broker import BrokerError, BrokerUnavailable, StreamInfo
+from server.broker import BrokerError, StreamInfo
+from server.broker.follow import follow
 from server.streams.feed import GrowingFeed
 from server.streams.live import LiveStream
 from server.streams.store import GrowingStore
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_BLOCK_S = 1.0
-RETRY_S = 0.5
 _DEPICTS = struct.Struct("<d")  # each broker frame: when it shows (ingest clock), then msgpack
 
 
@@ -58,20 +58,13 @@ class Follower:
     async def run(self) -> None:
         broker, clock = self.app.broker, self.app.clock
         epoch = self.info.epoch
-        while not self.ended:
-            try:
-                result = await broker.read(self.name, self.after, epoch, READ_BLOCK_S)
-            except BrokerUnavailable:
+        async for update in follow(broker, self.name, -1, epoch, READ_BLOCK_S):
+            result = update.result
+            if result is None:
                 self._set_stale(True, "the broker is unreachable")
-                await asyncio.sleep(RETRY_S)
-                continue
-            except BrokerError as exc:
-                log.warning("live match %s: %s; retrying", self.name, exc)
-                await asyncio.sleep(RETRY_S)
                 continue
             if result.epoch is None:  # the broker forgot the stream (it restarted empty)
                 self._set_stale(True, "the broker lost the stream")
-                await asyncio.sleep(RETRY_S)
                 continue
             if result.reset:
                 await self._new_incarnation(result.epoch)
@@ -86,8 +79,10 @@ class Follower:
                     self.feed.append(frame, now, depicts)
                     self.after = seq
             self._apply_state(result.state, now)
-            if self.driver is not None and (result.frames or result.state):
+            if self.driver is not None:
                 self.driver.wake()
+            if self.ended:
+                return
 
     def _new_segment(self, epoch: str, first_seq: int, lost: int) -> None:
         """A feed starting at ``first_seq``: on joining, or after frames the broker lost."""
