@@ -87,6 +87,8 @@ class Ingest:
             return self._refuse(401, "unauthorized", "wrong or missing auth token in the payload")
         now = self.app.clock()
         match = self.matches.get(name)
+        if match is not None and match.finishing and _phase(payload) == "gameover":
+            return 200, {"ok": True, "ignored": "the match is over"}  # the scoreboard lingers
         if match is None or match.finishing:
             match = self._begin(name, now)
         try:
@@ -251,3 +253,9 @@ class Ingest:
         for match in self.matches.values():
             if match.journal is not None:
                 match.journal.close()
+
+
+def _phase(payload: dict) -> object:
+    """The payload's map phase (warmup, live, intermission, gameover), if it has one."""
+    block = payload.get("map")
+    return block.get("phase") if isinstance(block, dict) else None
