@@ -47,7 +47,7 @@ class Framer:
         self._tracker = StateTracker()
         self._samples: deque[tuple[float, Sample]] = deque()
         self._next_time: float | None = None
-        self._first_time: float | None = None
+        self._first_time = 0.0  # time of the first frame (set by the first post)
         self._tick = 0
         self._roster_seen: set[int] = set()
         self._pending_nades: list[NadeEvent] = []
@@ -98,7 +98,7 @@ class Framer:
     def _frame(self, t: float, a: Sample, at_a: float, later: tuple[float, Sample] | None) -> Frame:
         frame = dict(a.frame)
         frame["tick"] = self._tick
-        frame["round_time"] = round(t - (self._first_time or t), 6)
+        frame["round_time"] = round(t - self._first_time, 6)
         if later is not None and later[0] > at_a:
             at_b, b = later
             _interpolate(frame, a, b, (t - at_a) / (at_b - at_a))

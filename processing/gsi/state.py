@@ -111,6 +111,7 @@ class GameState:
     bomb: BombInfo | None
     # From the ``previously`` block: the values this post changed, as the game last sent them.
     previous_round_phase: str | None = None
+    previous_map_phase: str | None = None
     previous_stats: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
@@ -252,8 +253,9 @@ def _bomb(value: Any) -> BombInfo:
 def _previously(value: Any) -> dict[str, Any]:
     """The earlier round phase and match stats from ``previously`` (a delta; shapes vary)."""
     prev = value if isinstance(value, dict) else {}
-    round_prev = prev.get("round")
+    round_prev, map_prev = prev.get("round"), prev.get("map")
     phase = round_prev.get("phase") if isinstance(round_prev, dict) else None
+    map_phase = map_prev.get("phase") if isinstance(map_prev, dict) else None
     stats: dict[int, tuple[int | None, int | None]] = {}
     players = prev.get("allplayers")
     for key, entry in players.items() if isinstance(players, dict) else ():
@@ -266,5 +268,6 @@ def _previously(value: Any) -> dict[str, Any]:
             )
     return {
         "previous_round_phase": phase if isinstance(phase, str) else None,
+        "previous_map_phase": map_phase if isinstance(map_phase, str) else None,
         "previous_stats": stats,
     }
