@@ -223,6 +223,8 @@ def test_bomb_and_grenade_events_in_the_whole_capture(whole_match):
     assert any(b["defused"] and b["defused_by"] for b in bombs)
     events = {e["type"] for _, s in whole_match for e in s.nade_events}
     assert {"smoke", "flash"} <= events
+    in_flight = {n["type"] for _, s in whole_match for n in s.frame["nades"] or ()}
+    assert in_flight == {"smoke", "he", "flash", "molotov", "decoy"}
     assert any(s.frame["infernos"] for _, s in whole_match)
     assert all(f["fires"] for _, s in whole_match for f in s.frame["infernos"] or ())
     assert any(s.shooting for _, s in whole_match)

@@ -82,6 +82,7 @@ class Grenade:
     kind: str  # GSI type: smoke, frag, flashbang, firebomb, decoy, inferno
     owner: int | None
     pos: Vec | None
+    moving: bool  # velocity not zero (an HE at rest has exploded or is about to)
     effecttime: float  # smoke/decoy: seconds since it went off, 0.0 while in flight
     flames: tuple[Vec, ...]  # inferno only
 
@@ -235,6 +236,7 @@ def _grenade(key: str, value: Any) -> tuple[int, Grenade]:
         kind=text(g.get("type", ""), f"{where}.type"),
         owner=None if owner is None else steamid(owner, f"{where}.owner"),
         pos=vector(g["position"], f"{where}.position") if "position" in g else None,
+        moving="velocity" not in g or any(vector(g["velocity"], f"{where}.velocity")),
         effecttime=number(g.get("effecttime", 0), f"{where}.effecttime"),
         flames=tuple(vector(v, f"{where}.flames.{k}") for k, v in flames.items()),
     )

@@ -195,7 +195,12 @@ def _grenades(state: GameState) -> tuple[list[Nade], list[Inferno]]:
         if g.kind == "inferno":
             fires = [{"x": x, "y": y, "z": z} for x, y, z in g.flames]
             infernos.append({"id": g.id, "fires": fires})
-        elif g.kind in NADE_TYPES and g.pos is not None and g.effecttime <= 0:
+        elif (
+            g.kind in NADE_TYPES
+            and g.pos is not None
+            and g.effecttime <= 0
+            and (g.moving or g.kind != "frag")
+        ):
             owner = state.players.get(g.owner) if g.owner is not None else None
             x, y, z = g.pos
             nades.append(
