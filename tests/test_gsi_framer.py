@@ -186,6 +186,8 @@ def test_ended_and_description():
     d = framer.description
     assert d.map_name == "de_mirage" and d.team_names == {"t": "Alpha", "ct": ""}
     assert [(r["name"], r["team"]) for r in d.roster] == [("alice", "T"), ("bob", "CT")]
+    info = d.source_info("gsi:final")
+    assert (info.map_name, info.tickrate, info.team_names) == ("de_mirage", 64.0, d.team_names)
 
 
 def test_real_capture_frames_follow_the_posts():

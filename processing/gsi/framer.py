@@ -15,8 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from processing.frames import Frame, NadeEvent, Player, RosterEntry
-from processing.gsi.state import read_state
+from processing.gsi.state import GameState, read_state
 from processing.gsi.tracker import Sample, StateTracker
+from processing.source import SourceInfo
 
 RATE = 64.0  # frames per second, as demos' tick rate
 DELAY_S = 0.5  # behind the newest post: about 2-3 post intervals at the game's 4-10 posts/s
@@ -32,6 +33,20 @@ class MatchDescription:
     roster: list[RosterEntry] = field(default_factory=list)
     first_timestamp: int | None = None  # provider.timestamp of the first post
     last_timestamp: int | None = None
+    provider: str = ""  # e.g. "Counter-Strike: Global Offensive 14030" (the game's own name)
+
+    def source_info(
+        self, source_file: str, source_sha256: str = "", rate: float = RATE
+    ) -> SourceInfo:
+        """The recording's SourceInfo; ``source_sha256`` is the caller's (e.g. of the bodies)."""
+        return SourceInfo(
+            map_name=self.map_name,
+            tickrate=rate,
+            source_file=source_file,
+            source_sha256=source_sha256,
+            parser=f"gsi {self.provider}".strip(),
+            team_names=dict(self.team_names),
+        )
 
 
 class Framer:
@@ -57,6 +72,9 @@ class Framer:
         """One post. Raises GsiPayloadError (state unchanged) for a malformed payload."""
         state = read_state(payload)
         sample = self._tracker.step(state)
+        provider = payload["provider"]
+        if isinstance(provider.get("name"), str):
+            self.description.provider = f"{provider['name']} {provider.get('version', '')}".strip()
         at = received_at if self.last_received is None else max(received_at, self.last_received)
         self.last_received = at
         self._samples.append((at, sample))
@@ -64,7 +82,7 @@ class Framer:
         if self._next_time is None:
             self._next_time = self._first_time = at
         self.ended = self.ended or sample.ended
-        self._describe(state, sample)
+        self._describe(state)
 
     def stale(self, now: float, heartbeat_s: float) -> bool:
         """No post for longer than ``heartbeat_s`` (or none yet)."""
@@ -117,7 +135,7 @@ class Framer:
         frame["nade_event"] = self._pending_nades.pop(0) if self._pending_nades else None
         return frame  # type: ignore[return-value]
 
-    def _describe(self, state, sample: Sample) -> None:
+    def _describe(self, state: GameState) -> None:
         d = self.description
         if state.map_name:
             d.map_name = state.map_name
