@@ -62,6 +62,8 @@ class Framer:
         self._tracker = StateTracker()
         self._samples: deque[tuple[float, Sample]] = deque()
         self._next_time: float | None = None
+        self._anchor = 0.0  # frame k after the anchor is at anchor + k / rate (no drift)
+        self._since_anchor = 0
         self._first_time = 0.0  # time of the first frame (set by the first post)
         self._tick = 0
         self._roster_seen: set[int] = set()
@@ -80,7 +82,7 @@ class Framer:
         self._samples.append((at, sample))
         self._unemitted.append((at, sample))
         if self._next_time is None:
-            self._next_time = self._first_time = at
+            self._next_time = self._first_time = self._anchor = at
         self.ended = self.ended or sample.ended
         self._describe(state)
 
@@ -90,6 +92,7 @@ class Framer:
 
     @property
     def next_tick(self) -> int:
+        """The tick the next frame will have (= frames made so far)."""
         return self._tick
 
     def frames(self, now: float) -> list[Frame]:
@@ -98,7 +101,6 @@ class Framer:
         if self._next_time is None:
             return out
         limit = min(now - self.delay, self._samples[-1][0])
-        step = 1.0 / self.rate
         while self._next_time <= limit + 1e-9:
             t = self._next_time
             while len(self._samples) > 1 and self._samples[1][0] <= t:
@@ -106,18 +108,22 @@ class Framer:
             at_a, a = self._samples[0]
             later = self._samples[1] if len(self._samples) > 1 else None
             if later is not None and later[0] - at_a > self.gap and t > at_a:
-                self._next_time = later[0]  # re-anchor after a gap: no frames inside it
+                # Re-anchor after a gap: no frames inside it.
+                self._next_time = self._anchor = later[0]
+                self._since_anchor = 0
                 continue
             out.append(self._frame(t, a, at_a, later))
             self._tick += 1
-            self._next_time = t + step
+            self._since_anchor += 1
+            self._next_time = self._anchor + self._since_anchor / self.rate
         return out
 
     def _frame(self, t: float, a: Sample, at_a: float, later: tuple[float, Sample] | None) -> Frame:
         frame = dict(a.frame)
         frame["tick"] = self._tick
         frame["round_time"] = round(t - self._first_time, 6)
-        if later is not None and later[0] > at_a:
+        # A round start teleports players to their spawns: nothing to glide across.
+        if later is not None and later[0] > at_a and not later[1].round_start:
             at_b, b = later
             _interpolate(frame, a, b, (t - at_a) / (at_b - at_a))
         # Events of every post at or before t not yet out (normally just post a, once).
