@@ -36,20 +36,20 @@ COMPONENTS = (
     "player_match_stats",
     "player_position",
 )
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SAFE_VALUE = re.compile(r'^[^"\\\r\n]*$')
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SAFE_VALUE = re.compile(r'[^"\\\r\n]*')
 
 
 def render_config(url: str, token: str, name: str = "eeict") -> str:
     """The cfg text: KeyValues with the post URI, timings, auth token and components."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"name {name!r}: use letters, digits, '_' or '-' (it names the file)")
     if not url.startswith(("http://", "https://")):
         raise ValueError(
             f"url {url!r}: the game posts over HTTP; give http(s)://host:port/gsi/<match>"
         )
     for label, value in (("url", url), ("token", token)):
-        if not _SAFE_VALUE.match(value):
+        if not _SAFE_VALUE.fullmatch(value):
             raise ValueError(f"{label} must not contain quotes, backslashes or line breaks")
     lines = [
         f'"EEICT Stream {name}"',

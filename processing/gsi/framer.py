@@ -15,8 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from processing.frames import Frame, NadeEvent, Player, RosterEntry
-from processing.gsi.state import read_state
+from processing.gsi.state import GameState, read_state
 from processing.gsi.tracker import Sample, StateTracker
+from processing.source import SourceInfo
 
 RATE = 64.0  # frames per second, as demos' tick rate
 DELAY_S = 0.5  # behind the newest post: about 2-3 post intervals at the game's 4-10 posts/s
@@ -32,6 +33,20 @@ class MatchDescription:
     roster: list[RosterEntry] = field(default_factory=list)
     first_timestamp: int | None = None  # provider.timestamp of the first post
     last_timestamp: int | None = None
+    provider: str = ""  # e.g. "Counter-Strike: Global Offensive 14030" (the game's own name)
+
+    def source_info(
+        self, source_file: str, source_sha256: str = "", rate: float = RATE
+    ) -> SourceInfo:
+        """The recording's SourceInfo; ``source_sha256`` is the caller's (e.g. of the bodies)."""
+        return SourceInfo(
+            map_name=self.map_name,
+            tickrate=rate,
+            source_file=source_file,
+            source_sha256=source_sha256,
+            parser=f"gsi {self.provider}".strip(),
+            team_names=dict(self.team_names),
+        )
 
 
 class Framer:
@@ -47,7 +62,9 @@ class Framer:
         self._tracker = StateTracker()
         self._samples: deque[tuple[float, Sample]] = deque()
         self._next_time: float | None = None
-        self._first_time: float | None = None
+        self._anchor = 0.0  # frame k after the anchor is at anchor + k / rate (no drift)
+        self._since_anchor = 0
+        self._first_time = 0.0  # time of the first frame (set by the first post)
         self._tick = 0
         self._roster_seen: set[int] = set()
         self._pending_nades: list[NadeEvent] = []
@@ -57,14 +74,17 @@ class Framer:
         """One post. Raises GsiPayloadError (state unchanged) for a malformed payload."""
         state = read_state(payload)
         sample = self._tracker.step(state)
+        provider = payload["provider"]
+        if isinstance(provider.get("name"), str):
+            self.description.provider = f"{provider['name']} {provider.get('version', '')}".strip()
         at = received_at if self.last_received is None else max(received_at, self.last_received)
         self.last_received = at
         self._samples.append((at, sample))
         self._unemitted.append((at, sample))
         if self._next_time is None:
-            self._next_time = self._first_time = at
+            self._next_time = self._first_time = self._anchor = at
         self.ended = self.ended or sample.ended
-        self._describe(state, sample)
+        self._describe(state)
 
     def stale(self, now: float, heartbeat_s: float) -> bool:
         """No post for longer than ``heartbeat_s`` (or none yet)."""
@@ -72,6 +92,7 @@ class Framer:
 
     @property
     def next_tick(self) -> int:
+        """The tick the next frame will have (= frames made so far)."""
         return self._tick
 
     def frames(self, now: float) -> list[Frame]:
@@ -80,7 +101,6 @@ class Framer:
         if self._next_time is None:
             return out
         limit = min(now - self.delay, self._samples[-1][0])
-        step = 1.0 / self.rate
         while self._next_time <= limit + 1e-9:
             t = self._next_time
             while len(self._samples) > 1 and self._samples[1][0] <= t:
@@ -88,18 +108,22 @@ class Framer:
             at_a, a = self._samples[0]
             later = self._samples[1] if len(self._samples) > 1 else None
             if later is not None and later[0] - at_a > self.gap and t > at_a:
-                self._next_time = later[0]  # re-anchor after a gap: no frames inside it
+                # Re-anchor after a gap: no frames inside it.
+                self._next_time = self._anchor = later[0]
+                self._since_anchor = 0
                 continue
             out.append(self._frame(t, a, at_a, later))
             self._tick += 1
-            self._next_time = t + step
+            self._since_anchor += 1
+            self._next_time = self._anchor + self._since_anchor / self.rate
         return out
 
     def _frame(self, t: float, a: Sample, at_a: float, later: tuple[float, Sample] | None) -> Frame:
         frame = dict(a.frame)
         frame["tick"] = self._tick
-        frame["round_time"] = round(t - (self._first_time or t), 6)
-        if later is not None and later[0] > at_a:
+        frame["round_time"] = round(t - self._first_time, 6)
+        # A round start teleports players to their spawns: nothing to glide across.
+        if later is not None and later[0] > at_a and not later[1].round_start:
             at_b, b = later
             _interpolate(frame, a, b, (t - at_a) / (at_b - at_a))
         # Events of every post at or before t not yet out (normally just post a, once).
@@ -117,7 +141,7 @@ class Framer:
         frame["nade_event"] = self._pending_nades.pop(0) if self._pending_nades else None
         return frame  # type: ignore[return-value]
 
-    def _describe(self, state, sample: Sample) -> None:
+    def _describe(self, state: GameState) -> None:
         d = self.description
         if state.map_name:
             d.map_name = state.map_name

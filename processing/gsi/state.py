@@ -82,6 +82,7 @@ class Grenade:
     kind: str  # GSI type: smoke, frag, flashbang, firebomb, decoy, inferno
     owner: int | None
     pos: Vec | None
+    moving: bool  # velocity not zero (an HE at rest has exploded or is about to)
     effecttime: float  # smoke/decoy: seconds since it went off, 0.0 while in flight
     flames: tuple[Vec, ...]  # inferno only
 
@@ -111,6 +112,7 @@ class GameState:
     bomb: BombInfo | None
     # From the ``previously`` block: the values this post changed, as the game last sent them.
     previous_round_phase: str | None = None
+    previous_map_phase: str | None = None
     previous_stats: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
@@ -234,6 +236,7 @@ def _grenade(key: str, value: Any) -> tuple[int, Grenade]:
         kind=text(g.get("type", ""), f"{where}.type"),
         owner=None if owner is None else steamid(owner, f"{where}.owner"),
         pos=vector(g["position"], f"{where}.position") if "position" in g else None,
+        moving="velocity" not in g or any(vector(g["velocity"], f"{where}.velocity")),
         effecttime=number(g.get("effecttime", 0), f"{where}.effecttime"),
         flames=tuple(vector(v, f"{where}.flames.{k}") for k, v in flames.items()),
     )
@@ -252,8 +255,9 @@ def _bomb(value: Any) -> BombInfo:
 def _previously(value: Any) -> dict[str, Any]:
     """The earlier round phase and match stats from ``previously`` (a delta; shapes vary)."""
     prev = value if isinstance(value, dict) else {}
-    round_prev = prev.get("round")
+    round_prev, map_prev = prev.get("round"), prev.get("map")
     phase = round_prev.get("phase") if isinstance(round_prev, dict) else None
+    map_phase = map_prev.get("phase") if isinstance(map_prev, dict) else None
     stats: dict[int, tuple[int | None, int | None]] = {}
     players = prev.get("allplayers")
     for key, entry in players.items() if isinstance(players, dict) else ():
@@ -266,5 +270,6 @@ def _previously(value: Any) -> dict[str, Any]:
             )
     return {
         "previous_round_phase": phase if isinstance(phase, str) else None,
+        "previous_map_phase": map_phase if isinstance(map_phase, str) else None,
         "previous_stats": stats,
     }

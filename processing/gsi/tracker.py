@@ -86,10 +86,16 @@ class StateTracker:
 
     @staticmethod
     def _round_start(state: GameState, prev: GameState | None) -> bool:
-        """A round began: the round phase became freezetime (or went over -> live directly)."""
+        """A round began: the round phase became freezetime (or went over -> live directly).
+
+        Warmup has no round phase: the first round starts when the match leaves warmup.
+        """
         if state.map_phase == "gameover" or state.round_phase is None:
             return False
         before = prev.round_phase if prev is not None else state.previous_round_phase
+        map_before = prev.map_phase if prev is not None else state.previous_map_phase
+        if map_before == "warmup" and state.map_phase != "warmup":
+            before = "warmup"
         if before is None or before == state.round_phase:
             return False
         return state.round_phase == "freezetime" or (before, state.round_phase) == ("over", "live")
@@ -189,7 +195,12 @@ def _grenades(state: GameState) -> tuple[list[Nade], list[Inferno]]:
         if g.kind == "inferno":
             fires = [{"x": x, "y": y, "z": z} for x, y, z in g.flames]
             infernos.append({"id": g.id, "fires": fires})
-        elif g.kind in NADE_TYPES and g.pos is not None and g.effecttime <= 0:
+        elif (
+            g.kind in NADE_TYPES
+            and g.pos is not None
+            and g.effecttime <= 0
+            and (g.moving or g.kind != "frag")
+        ):
             owner = state.players.get(g.owner) if g.owner is not None else None
             x, y, z = g.pos
             nades.append(
