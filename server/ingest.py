@@ -142,8 +142,9 @@ class Ingest:
             log.info("live match %s: %s", match.name,
                      "feed stopped (stale)" if stale else "feed resumed")  # fmt: skip
         quiet_for = now - match.stale_since if match.stale_since is not None else 0.0
-        if match.framer.ended or quiet_for > self.config.gsi_finish_after:
-            state["ended"] = True
+        framed_all = now - self.delay > (match.framer.last_received or now) + STEP_S
+        if (match.framer.ended and framed_all) or quiet_for > self.config.gsi_finish_after:
+            state["ended"] = True  # game over once its last posts are frames too
             self._finish(match, "game over" if match.framer.ended else "feed gone")
         await self._publish(match, state)
 
