@@ -26,7 +26,8 @@ from processing.source import SourceInfo
 MAGIC = b"EEICTREC"
 END_MAGIC = b"EEICTEND"
 FORMAT_VERSION = 1
-SCHEMA_VERSION = 1  # version of the frame fields (processing/frames.py)
+SCHEMA_VERSION = 2  # version of the frame fields (processing/frames.py); 2: client names,
+# switch/is_halftime/nade_events, bomb without a position, settings and events metadata
 SUFFIX = ".eeict"
 
 _HEAD = struct.Struct("<8sHHI")  # magic, format version, flags, reserved
@@ -75,6 +76,7 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
     pending: list[bytes] = []
     roster: dict[int, RosterEntry] = {}
     round_starts: list[int] = []
+    events = EventIndex()
     last_tick: int | None = None
 
     out.write(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, 0))
@@ -95,6 +97,7 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
         pending.append(encoded)
         if frame.get("round_start"):
             round_starts.append(tick)
+        events.add(frame)
         for p in frame["players"]:
             if p["sid"] not in roster:
                 roster[p["sid"]] = {"sid": p["sid"], "name": p["name"], "team": p["team"]}
@@ -120,6 +123,9 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
         "teams": source.team_names,
         "roster": sorted(roster.values(), key=lambda r: (r["team"], r["name"])),
         "round_starts": round_starts,
+        "events": events.entries,
+        **{name: value.get("seconds") for name, value in source.settings.items()},
+        "settings_from": {name: value.get("from") for name, value in source.settings.items()},
         "source_file": source.source_file,
         "source_sha256": source.source_sha256,
         "parser": source.parser,
@@ -148,6 +154,59 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
     footer[4] = _checksum(meta_bytes, index_bytes, footer)
     out.write(_FOOT.pack(*footer))
     return meta
+
+
+class EventIndex:
+    """The match's events for timelines and seeking, read off the frames as they are written.
+
+    Made here rather than by each source so demos, the generated match and live matches all
+    get the same index: kills, bomb plant/defuse/explosion, round start/end, freeze end.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._prev: dict[str, Any] | None = None
+
+    def add(self, frame: Frame) -> None:
+        tick, prev, out = int(frame["tick"]), self._prev, self.entries
+        if frame.get("round_start"):
+            out.append({"tick": tick, "type": "round_start"})
+        if prev is not None and prev.get("is_freeze") and not frame.get("is_freeze"):
+            out.append({"tick": tick, "type": "freeze_end"})
+        for kill in frame.get("kills") or ():
+            out.append(
+                {
+                    "tick": tick,
+                    "type": "kill",
+                    "killer": kill.get("killer"),
+                    "victim": kill.get("victim"),
+                    "weapon": kill.get("weapon"),
+                    "is_hs": kill.get("is_hs"),
+                }
+            )
+        bomb, before = frame.get("bomb") or {}, (prev or {}).get("bomb") or {}
+        for flag, kind, who in (
+            ("planted", "plant", "planted_by"),
+            ("defused", "defuse", "defused_by"),
+            ("exploded", "explode", None),
+        ):
+            if bomb.get(flag) and not before.get(flag):
+                out.append({"tick": tick, "type": kind, "player": bomb.get(who) if who else None})
+        if prev is not None:
+            t_won = int(frame.get("t_wins") or 0) - int(prev.get("t_wins") or 0)
+            ct_won = int(frame.get("ct_wins") or 0) - int(prev.get("ct_wins") or 0)
+            # One more round won by exactly one side (a side switch swaps the totals instead).
+            if sorted((t_won, ct_won)) == [0, 1] and not frame.get("switch"):
+                out.append(
+                    {
+                        "tick": tick,
+                        "type": "round_end",
+                        "winner": "T" if t_won > 0 else "CT",
+                        "t_wins": frame.get("t_wins"),
+                        "ct_wins": frame.get("ct_wins"),
+                    }
+                )
+        self._prev = {k: frame.get(k) for k in ("is_freeze", "bomb", "t_wins", "ct_wins")}
 
 
 def _checksum(meta: bytes | memoryview, index: bytes | memoryview, footer) -> int:
@@ -242,6 +301,12 @@ class Recording:
 
     def _parse_index(self, meta_bytes, index_bytes, count: int, meta_off: int):
         meta = msgpack.unpackb(meta_bytes)
+        schema = meta.get("schema_version")
+        if schema != SCHEMA_VERSION:
+            raise RecordingError(
+                f"{self.name}: frame schema version {schema}, this server reads "
+                f"{SCHEMA_VERSION}; run `eeict process` again on its source to re-create it"
+            )
         per_chunk = meta["frames_per_chunk"]
         if count < 1 or count != meta["frame_count"] or per_chunk < 1:
             raise self._fail("frame count or chunk size does not add up (corrupt)")

@@ -17,7 +17,7 @@ from pathlib import Path
 from processing.demo.bomb import BombEvents, BombState
 from processing.demo.events import Events
 from processing.demo.nades import nades_in_flight
-from processing.demo.parse import TICKRATE, Parsed, parse_demo
+from processing.demo.parse import TICKRATE, Parsed, game_settings, parse_demo
 from processing.demo.players import PlayerRows, PlayerTable
 from processing.demo.rounds import Rounds, first_name
 from processing.frames import PLAYER_FIELDS, Frame, Inferno, Player
@@ -40,6 +40,7 @@ def read_demo(path: Path) -> MatchData:
         source_sha256=_sha256(path),
         parser=f"demoparser2 {version('demoparser2')}",
         team_names=teams,
+        settings=game_settings(parsed.events.get("server_cvar")),
     )
     return MatchData(info=info, frames=builder.frames(), frame_count=len(builder.players.ticks))
 
@@ -58,7 +59,7 @@ class _Builder:
     def __init__(self, parsed: Parsed) -> None:
         self.players = PlayerRows.from_ticks(parsed.ticks)
         self.rounds = Rounds.from_rows(self.players)
-        self.events = Events.from_parsed(parsed.events, self.players)
+        self.events = Events.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.bomb = BombEvents.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.nades = nades_in_flight(parsed.grenades, self.players, self.events.detonated)
         self.table = PlayerTable.from_rows(self.players, self.bomb.planting)
@@ -103,12 +104,15 @@ class _Builder:
                 for row in rows[starts[f - block] : starts[f - block + 1]]
             ]
             tick = int(ticks[f])
+            nade_events = events.nade_events.get(f)
             out.append(
                 {
                     "tick": tick,
                     "round_time": (tick - first_tick) / TICKRATE,
                     "round_start": rounds.round_start[f],
+                    "switch": rounds.switch[f],
                     "is_freeze": rounds.freeze[f],
+                    "is_halftime": rounds.halftime[f],
                     "t": rounds.t_name[f],
                     "ct": rounds.ct_name[f],
                     "t_wins": rounds.t_wins[f],
@@ -118,7 +122,8 @@ class _Builder:
                     "kills": events.kills.get(f),
                     "nades": self.nades.get(f),
                     "infernos": infernos.get(f),
-                    "nade_event": events.nade_event.get(f),
+                    "nade_event": nade_events[0] if nade_events else None,
+                    "nade_events": nade_events,
                     "bomb": bomb.step(
                         rounds.round_start[f], bomb_events.get(f, ()), players, c4_carrier.get(f)
                     ),

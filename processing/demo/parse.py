@@ -52,6 +52,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "team_wins": ("team_rounds_total",),
     "freeze": ("is_freeze_period",),
     "round_start_time": ("round_start_time",),
+    "game_phase": ("game_phase",),
 }
 TICK_PROPS: list[str] = list(dict.fromkeys(p for props in SOURCES.values() for p in props))
 
@@ -70,8 +71,9 @@ EVENTS = [
     "inferno_startburn",
     "inferno_expire",
     "inferno_extinguish",
+    "server_cvar",
 ]
-EVENT_PLAYER_PROPS = ["X", "Y", "Z"]
+EVENT_PLAYER_PROPS = ["X", "Y", "Z", "team_num"]
 
 AXES = "XYZ"
 GRENADE_CELL = "Grenade.CBodyComponentBaseAnimGraph.m_cell"  # + axis
@@ -133,6 +135,42 @@ def _check_file(path: Path) -> None:
             f"{path.name}: truncated ({size} bytes, its index says at least {info_offset + 1}); "
             "copy the whole demo again"
         )
+
+
+# Match settings from the server's convars (seconds); CS2's default where a demo never sent one.
+_SETTINGS = {
+    "freeze_time": (("mp_freezetime",), 1.0, 15.0),
+    "round_time": (("mp_roundtime_defuse", "mp_roundtime"), 60.0, 115.0),  # minutes -> s
+    "bomb_time": (("mp_c4timer",), 1.0, 40.0),
+}
+
+
+def game_settings(cvars: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    """Freeze, round and bomb time in seconds from the demo's ``server_cvar`` messages.
+
+    Each is ``{"seconds": value, "from": convar}``, the last value the demo set; where the demo
+    never sets it, CS2's default with ``"from": "default"`` (say so rather than guess silently).
+    Bomb-defusal maps use mp_roundtime_defuse, falling back to mp_roundtime.
+    """
+    last: dict[str, str] = {}
+    if cvars is not None and len(cvars) and "name" in cvars:
+        for name, value in zip(cvars["name"].tolist(), cvars["value"].tolist(), strict=True):
+            last[str(name)] = str(value)
+    out: dict[str, dict[str, Any]] = {}
+    for field, (names, scale, default) in _SETTINGS.items():
+        found = next((n for n in names if _number(last.get(n)) is not None), None)
+        if found is None:
+            out[field] = {"seconds": default, "from": "default"}
+        else:
+            out[field] = {"seconds": round(_number(last[found]) * scale, 3), "from": found}
+    return out
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def nan_to_none(value: Any) -> Any:

@@ -18,8 +18,8 @@ import pandas as pd
 
 from processing.demo.parse import SOURCES, nan_to_none
 from processing.frames import PLAYER_FIELDS
+from processing.vocabulary import client_name
 
-_POSITION = ("x", "y", "z")
 # Value used before demoparser2 first reports a field for a player (see docs/frame-fields.md).
 _DEFAULTS: dict[str, Any] = {
     "view_x": 0.0,
@@ -102,6 +102,11 @@ class PlayerRows:
 
     def position(self, sid: Any, tick: int, key: str) -> float | None:
         """Player ``sid``'s coordinate ``key`` on the last frame at or before ``tick``."""
+        return self.value(sid, tick, key)
+
+    def value(self, sid: Any, tick: int, key: str) -> float | None:
+        """Player ``sid``'s field ``key`` on the last frame at or before ``tick`` (None if
+        the player is not on it or the value is unknown)."""
         sid = nan_to_none(sid)
         if sid is None:
             return None
@@ -125,12 +130,9 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
                 col = df[prop] if col is None else col.where(col.notna(), df[prop])
         merged[field] = col if col is not None else pd.Series(np.nan, index=df.index)
     # Props are sent on change only: the last reported value holds until the next one.
+    # Never a later value: before a position axis is first reported the player is left out.
     by_player = merged.groupby(df["steamid"].to_numpy(), sort=False)
     merged = by_player.ffill()
-    # Position before its first report: the first reported value (a one-tick move away).
-    merged[list(_POSITION)] = (
-        merged[list(_POSITION)].groupby(df["steamid"].to_numpy(), sort=False).bfill()
-    )
     cols: dict[str, np.ndarray] = {}
     for field in merged.columns:
         series = merged[field]
@@ -141,9 +143,10 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
         elif field in _BOOLS:
             cols[field] = series.astype(bool).to_numpy()
         elif field == "items":
-            cols[field] = np.array(
-                [v if isinstance(v, list) else [] for v in series.tolist()], dtype=object
-            )
+            cols[field] = _client_lists(series.tolist())
+        elif field == "actv_itm":
+            names = {v: client_name(v) for v in set(series.tolist())}
+            cols[field] = np.array([names[v] for v in series.tolist()], dtype=object)
         else:
             cols[field] = series.to_numpy()
     cols["known"] = (
@@ -152,6 +155,18 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
         & ~np.isnan(cols["y"].astype(float))
     )
     return cols
+
+
+def _client_lists(values: list[Any]) -> np.ndarray:
+    """Inventories in the client's names; each distinct list is translated once."""
+    seen: dict[tuple[str, ...], list[str]] = {}
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        key = tuple(v) if isinstance(v, list) else ()
+        if key not in seen:
+            seen[key] = [client_name(item) for item in key]
+        out[i] = seen[key]
+    return out
 
 
 @dataclass
@@ -191,9 +206,7 @@ class PlayerTable:
             "is_planting": is_planting[rows],
         }
         columns = [derived[f] if f in derived else c[f][rows] for f in PLAYER_FIELDS]
-        has_c4 = np.fromiter(
-            ("C4 Explosive" in items for items in c["items"][rows]), bool, len(rows)
-        )
+        has_c4 = np.fromiter(("C4" in items for items in c["items"][rows]), bool, len(rows))
         c4_rows = rows[has_c4]
         c4_carrier = {
             int(f): (players.name[r], int(players.sid[r]))
