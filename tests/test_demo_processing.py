@@ -242,3 +242,29 @@ def test_recording_round_trip(demo, tmp_path):
         a = rng.randrange(len(frames))
         b = min(len(frames), a + rng.randrange(1, 200))
         assert rec.frames(a, b) == frames[a:b]
+
+
+def test_recording_of_an_older_schema_is_refused(demo, tmp_path, monkeypatch):
+    import processing.recording as recording
+
+    info, frames = demo("nade")
+    path = tmp_path / "old.eeict"
+    monkeypatch.setattr(recording, "SCHEMA_VERSION", recording.SCHEMA_VERSION - 1)
+    write_recording(path, info, frames[:100])
+    monkeypatch.undo()
+    with pytest.raises(recording.RecordingError, match=r"schema version .*eeict process"):
+        Recording.open(path)
+
+
+def test_metadata_has_settings_and_events(demo, tmp_path):
+    info, frames = demo("defuse")
+    meta = write_recording(tmp_path / "d.eeict", info, frames)
+    assert (meta["freeze_time"], meta["round_time"], meta["bomb_time"]) == (5.0, 135.0, 40.0)
+    assert meta["settings_from"]["bomb_time"] == "default"  # the demo never sets mp_c4timer
+    events = meta["events"]
+    assert [e["tick"] for e in events] == sorted(e["tick"] for e in events)
+    kinds = [e["type"] for e in events]
+    # defuse.dem: the bomb is planted and explodes though demoparser2 gives no position.
+    assert kinds.count("plant") == 1 and kinds.count("explode") == 1
+    assert kinds.count("kill") == 6 and "round_start" in kinds and "freeze_end" in kinds
+    assert Recording.open(tmp_path / "d.eeict").meta["events"] == events
