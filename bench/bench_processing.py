@@ -56,11 +56,12 @@ def measure_sizes_and_reads(recording: Path, ranges: int) -> dict:
     from processing.recording import Recording
 
     rec = Recording.open(recording)
-    json_bytes = 0
+    json_bytes = player_ticks = 0
     step = 4096
     for start in range(0, rec.frame_count, step):
         for frame in rec.frames(start, start + step):
             json_bytes += len(json.dumps(frame, ensure_ascii=False).encode()) + 1
+            player_ticks += len(frame["players"])
     per_second = max(1, round(rec.meta["tickrate"]))
     rng = random.Random(1)
     times = []
@@ -74,6 +75,7 @@ def measure_sizes_and_reads(recording: Path, ranges: int) -> dict:
         "recording_bytes": recording.stat().st_size,
         "json_bytes": json_bytes,
         "frames": rec.frame_count,
+        "player_ticks": player_ticks,
         "range_read_median_ms": statistics.median(times) * 1000,
         "range_read_p99_ms": sorted(times)[int(0.99 * (len(times) - 1))] * 1000,
         "peak_rss_mb": _peak_mb(),
@@ -126,6 +128,33 @@ def _print_table(rows: list[dict]) -> None:
         )
 
 
+FULL_MATCH_PLAYER_TICKS = 180_000 * 10  # a competitive match: ~180,000 ticks, 10 players
+JOB_LIMIT_MB = 2048  # the processing Job's memory limit
+
+
+def full_match_estimate(rows: list[dict]) -> dict | None:
+    """Peak RSS of a full demo's processing, extrapolated from the demos' per-player-tick cost.
+
+    A least-squares line through (player-ticks, peak RSS) of the demos: its intercept is the
+    interpreter and libraries, its slope the memory each player-tick costs at peak.
+    """
+    demos = [r for r in rows if "parse_s" in r]
+    if len(demos) < 2:
+        return None
+    xs = [r["player_ticks"] for r in demos]
+    ys = [r["process_peak_rss_mb"] for r in demos]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+    base = my - slope * mx
+    return {
+        "base_mb": base,
+        "kb_per_player_tick": slope * 1024,
+        "full_match_peak_mb": base + slope * FULL_MATCH_PLAYER_TICKS,
+        "job_limit_mb": JOB_LIMIT_MB,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demos", type=Path, default=DEMOS, help="folder of .dem files")
@@ -161,8 +190,15 @@ def main() -> int:
             rows.append(bench_source(name, source, repeat, args.ranges, Path(tmp)))
             print(f"  done {name}", file=sys.stderr)
     _print_table(rows)
+    estimate = full_match_estimate(rows)
+    if estimate:
+        print(
+            f"full match (180,000 ticks x 10 players) from the demos: "
+            f"{estimate['base_mb']:.0f} MB + {estimate['kb_per_player_tick']:.2f} KB/player-tick"
+            f" = {estimate['full_match_peak_mb']:.0f} MB peak (Job limit {JOB_LIMIT_MB} MB)"
+        )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "full_match": estimate}, indent=2))
     return 0
 
 
