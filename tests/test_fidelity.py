@@ -107,6 +107,9 @@ def measure(name: str, frames: list[Frame], ref: list[dict], parser: DemoParser)
             out.rate("position <= 1").add(d <= 1)
             out.rate("items").add(sorted(got["items"]) == sorted(want["items"]))
             out.rate("actv_itm (vs old)").add(got["actv_itm"] == want["actv_itm"])
+            if got["actv_itm"]:
+                out.rate("actv_itm where named (vs old)").add(got["actv_itm"] == want["actv_itm"])
+            out.rate("items subset of old").add(Counter(got["items"]) <= Counter(want["items"]))
             for key in ("hp", "money", "team", "armor", "helmet", "kit", "kills", "deaths"):
                 out.rate(key).add(got[key] == want[key])
             for a, axis in enumerate("xy"):

@@ -35,6 +35,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "helmet": ("has_helmet", "CCSPlayerController.m_bPawnHasHelmet"),
     "kit": ("has_defuser", "CCSPlayerController.m_bPawnHasDefuser"),
     "actv_itm": ("active_weapon_name",),
+    "weapon_handle": ("active_weapon",),  # m_hActiveWeapon: the weapon entity in hand
     "items": ("inventory",),
     "flags": (_FLAGS,),
     "is_walking": ("is_walking",),

@@ -49,6 +49,9 @@ _INTS = ("hp", "money", "armor", "kills", "deaths", "assists", "dmg", "rounds", 
 _INTS += ("team_num", "team_wins")
 _BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_defusing", "alive")
 TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}
+# Kill weapons that are not the killer's weapon in hand (a thrown grenade, fire, the bomb).
+_NOT_IN_HAND = {"hegrenade", "inferno", "molotov", "incgrenade", "flashbang", "smokegrenade"}
+_NOT_IN_HAND |= {"decoy", "planted_c4", "world", "worldent", "prop_exploding_barrel"}
 
 
 @dataclass
@@ -82,6 +85,51 @@ class PlayerRows:
             sid=df["steamid"].to_numpy(np.uint64)[last],
             name=df["name"].to_numpy(object)[last],
         )
+
+    def name_weapons(self, fire: pd.DataFrame | None, deaths: pd.DataFrame | None) -> None:
+        """``actv_itm`` from the weapon entity in hand (``m_hActiveWeapon``, known every tick).
+
+        A weapon entity's item never changes, so its name, once the demo gives it (demoparser2's
+        ``active_weapon_name`` on any tick, a ``weapon_fire`` by the player holding it, or a
+        kill with a weapon held in hand), is the name for every tick that entity is in hand. A
+        player holding an entity whose name the demo never gives has "" (not the previous
+        weapon's name). The weapon in hand is also in the inventory, so it is added to
+        ``items`` where demoparser2's inventory lacks it.
+        """
+        handle = self.cols["weapon_handle"]
+        named = self.cols.pop("weapon_named")
+        names: dict[float, str] = {}
+        for h, name in zip(
+            handle[named].tolist(), self.cols["actv_itm"][named].tolist(), strict=True
+        ):
+            names.setdefault(h, name)
+        for table, who in ((fire, "user_steamid"), (deaths, "attacker_steamid")):
+            if table is None or not len(table) or who not in table:
+                continue
+            rows = self.rows_at(table["tick"], table[who])
+            for r, weapon in zip(rows.tolist(), table["weapon"].tolist(), strict=True):
+                if r >= 0 and handle[r] == handle[r] and str(weapon) not in _NOT_IN_HAND:
+                    names.setdefault(handle[r], client_name(str(weapon)))
+        active = [names.get(h, "") for h in handle.tolist()]
+        self.cols["actv_itm"] = np.array(active, dtype=object)
+        items = self.cols["items"]
+        for r, name in enumerate(active):
+            if name and name not in items[r]:
+                items[r] = [*items[r], name]
+
+    def rows_at(self, event_ticks: Any, steamids: Any) -> np.ndarray:
+        """Row of each (tick, steam id) on the frame at or before the tick; -1 where none."""
+        frames = np.searchsorted(self.ticks, np.asarray(event_ticks, np.int64), side="right") - 1
+        out = np.full(len(frames), -1, dtype=np.int64)
+        for i, (f, sid) in enumerate(zip(frames.tolist(), list(steamids), strict=True)):
+            sid = nan_to_none(sid)
+            if f < 0 or sid is None:
+                continue
+            a, b = self.bounds[f], self.bounds[f + 1]
+            hit = np.flatnonzero(self.sid[a:b] == np.uint64(int(sid)))
+            if len(hit):
+                out[i] = a + hit[0]
+        return out
 
     def frame_index(self, event_ticks: Any) -> np.ndarray:
         """Index of the frame an event goes on: the first frame at or after its tick."""
@@ -123,6 +171,9 @@ class PlayerRows:
 
 def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     merged = pd.DataFrame(index=df.index)
+    weapon_named = (
+        df["active_weapon_name"].notna().to_numpy() if "active_weapon_name" in df else None
+    )
     for field, props in SOURCES.items():
         col = None
         for prop in props:
@@ -149,6 +200,10 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
             cols[field] = np.array([names[v] for v in series.tolist()], dtype=object)
         else:
             cols[field] = series.to_numpy()
+    cols["weapon_named"] = (
+        weapon_named if weapon_named is not None else np.zeros(len(df), dtype=bool)
+    )
+    cols["weapon_handle"] = cols["weapon_handle"].astype(float)
     cols["known"] = (
         ~np.isnan(cols["x"].astype(float))
         & ~np.isnan(cols["z"].astype(float))
