@@ -94,7 +94,8 @@ class Parsed:
     header: dict[str, str]
     ticks: pd.DataFrame
     events: dict[str, pd.DataFrame]
-    grenades: pd.DataFrame
+    grenades: pd.DataFrame  # projectiles in flight
+    held_grenades: pd.DataFrame  # grenade weapons in a player's inventory: tick, steamid, class
 
 
 def parse_demo(path: Path) -> Parsed:
@@ -106,7 +107,9 @@ def parse_demo(path: Path) -> Parsed:
         header = parser.parse_header()
         ticks = parser.parse_ticks(TICK_PROPS)
         events = dict(parser.parse_events(EVENTS, player=EVENT_PLAYER_PROPS))
-        grenades = parser.parse_grenades(grenades=False, extra=GRENADE_PROPS)
+        # grenades=True adds the grenade weapons players carry (with their owner), which
+        # parse_ticks' inventory often lacks; one pass gives both.
+        everything = parser.parse_grenades(grenades=True, extra=GRENADE_PROPS)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # demoparser2 raises plain Exception, or panics (BaseException)
@@ -116,7 +119,19 @@ def parse_demo(path: Path) -> Parsed:
         ) from exc
     if ticks is None or len(ticks) == 0 or "tick" not in ticks:
         raise DemoError(f"{path.name}: demoparser2 found no player data in it; nothing to record")
-    return Parsed(header, ticks, events, grenades)
+    grenades, held = _split_grenades(everything)
+    return Parsed(header, ticks, events, grenades, held)
+
+
+def _split_grenades(df: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Projectiles (class ``C...Projectile``) apart from grenade weapons held by a player."""
+    if df is None or not len(df) or "grenade_type" not in df:
+        return pd.DataFrame(), pd.DataFrame()
+    flying = df["grenade_type"].astype(str).str.endswith("Projectile").to_numpy()
+    held = df.loc[~flying, ["tick", "steamid", "grenade_entity_id", "grenade_type"]]
+    # A tick with several snapshots repeats each entity: one row per (tick, owner, entity).
+    held = held[held["steamid"].notna()].drop_duplicates(["tick", "steamid", "grenade_entity_id"])
+    return df[flying].reset_index(drop=True), held.reset_index(drop=True)
 
 
 def _check_file(path: Path) -> None:

@@ -9,7 +9,7 @@ fields from them, with the fields derived from several props computed vectorised
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,16 @@ _INTS = ("hp", "money", "armor", "kills", "deaths", "assists", "dmg", "rounds", 
 _INTS += ("team_num", "team_wins")
 _BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_defusing", "alive")
 TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}
+# Grenade weapon classes (parse_grenades(grenades=True)) -> the client's names.
+_HELD_GRENADES = {
+    "CSmokeGrenade": "Smoke Grenade",
+    "CHEGrenade": "HE Grenade",
+    "CFlashbang": "Flashbang",
+    "CMolotovGrenade": "Molotov",
+    "CIncendiaryGrenade": "Incendiary Grenade",
+    "CDecoyGrenade": "Decoy Grenade",
+}
+_ENTITY_INDEX = (1 << 14) - 1  # an entity handle's low bits are the entity index
 # Kill weapons that are not the killer's weapon in hand (a thrown grenade, fire, the bomb).
 _NOT_IN_HAND = {"hegrenade", "inferno", "molotov", "incgrenade", "flashbang", "smokegrenade"}
 _NOT_IN_HAND |= {"decoy", "planted_c4", "world", "worldent", "prop_exploding_barrel"}
@@ -86,15 +96,19 @@ class PlayerRows:
             name=df["name"].to_numpy(object)[last],
         )
 
-    def name_weapons(self, fire: pd.DataFrame | None, deaths: pd.DataFrame | None) -> None:
+    def name_weapons(
+        self, fire: pd.DataFrame | None, deaths: pd.DataFrame | None, held: pd.DataFrame
+    ) -> None:
         """``actv_itm`` from the weapon entity in hand (``m_hActiveWeapon``, known every tick).
 
         A weapon entity's item never changes, so its name, once the demo gives it (demoparser2's
         ``active_weapon_name`` on any tick, a ``weapon_fire`` by the player holding it, or a
         kill with a weapon held in hand), is the name for every tick that entity is in hand. A
         player holding an entity whose name the demo never gives has "" (not the previous
-        weapon's name). The weapon in hand is also in the inventory, so it is added to
-        ``items`` where demoparser2's inventory lacks it.
+        weapon's name). ``held`` (grenade weapons with their owner, per tick) names a held
+        grenade by its entity index. The weapon in hand and the grenades a player owns on a
+        tick are in their inventory, so they are added to ``items`` where demoparser2's
+        inventory lacks them.
         """
         handle = self.cols["weapon_handle"]
         named = self.cols.pop("weapon_named")
@@ -110,20 +124,38 @@ class PlayerRows:
             for r, weapon in zip(rows.tolist(), table["weapon"].tolist(), strict=True):
                 if r >= 0 and handle[r] == handle[r] and str(weapon) not in _NOT_IN_HAND:
                     names.setdefault(handle[r], client_name(str(weapon)))
+        owned: dict[int, list[str]] = defaultdict(list)  # row -> grenades owned on its tick
+        if len(held):
+            rows = self.rows_at(held["tick"], held["steamid"], exact=True)
+            kinds = [_HELD_GRENADES.get(k, k) for k in held["grenade_type"].tolist()]
+            eids = held["grenade_entity_id"].tolist()
+            for r, kind, eid in zip(rows.tolist(), kinds, eids, strict=True):
+                if r < 0:
+                    continue
+                owned[r].append(kind)
+                h = handle[r]
+                if h == h and int(h) & _ENTITY_INDEX == int(eid):
+                    names.setdefault(h, kind)
         active = [names.get(h, "") for h in handle.tolist()]
         self.cols["actv_itm"] = np.array(active, dtype=object)
         items = self.cols["items"]
         for r, name in enumerate(active):
             if name and name not in items[r]:
                 items[r] = [*items[r], name]
+        for r, kinds in owned.items():
+            missing = Counter(kinds) - Counter(items[r])
+            if missing:
+                items[r] = [*items[r], *missing.elements()]
 
-    def rows_at(self, event_ticks: Any, steamids: Any) -> np.ndarray:
-        """Row of each (tick, steam id) on the frame at or before the tick; -1 where none."""
-        frames = np.searchsorted(self.ticks, np.asarray(event_ticks, np.int64), side="right") - 1
+    def rows_at(self, event_ticks: Any, steamids: Any, exact: bool = False) -> np.ndarray:
+        """Row of each (tick, steam id) on the frame at or before the tick (``exact``: on
+        the tick itself); -1 where none."""
+        event_ticks = np.asarray(event_ticks, np.int64)
+        frames = np.searchsorted(self.ticks, event_ticks, side="right") - 1
         out = np.full(len(frames), -1, dtype=np.int64)
         for i, (f, sid) in enumerate(zip(frames.tolist(), list(steamids), strict=True)):
             sid = nan_to_none(sid)
-            if f < 0 or sid is None:
+            if f < 0 or sid is None or (exact and self.ticks[f] != event_ticks[i]):
                 continue
             a, b = self.bounds[f], self.bounds[f + 1]
             hit = np.flatnonzero(self.sid[a:b] == np.uint64(int(sid)))
