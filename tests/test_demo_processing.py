@@ -268,3 +268,10 @@ def test_metadata_has_settings_and_events(demo, tmp_path):
     assert kinds.count("plant") == 1 and kinds.count("explode") == 1
     assert kinds.count("kill") == 6 and "round_start" in kinds and "freeze_end" in kinds
     assert Recording.open(tmp_path / "d.eeict").meta["events"] == events
+
+
+def test_tick_windows_give_the_same_frames(demo, demos_dir):
+    """A long demo is read in tick windows (bounded memory); values carry across windows."""
+    _, frames = demo("random_1")
+    windowed = list(read_demo(demos_dir / "random_1.dem", window_above=0, window_ticks=700).frames)
+    assert windowed == frames

@@ -26,10 +26,14 @@ from processing.source import MatchData, SourceInfo
 _BLOCK_TICKS = 1024  # frames built at a time (bounds memory)
 
 
-def read_demo(path: Path) -> MatchData:
-    """Parse a CS2 demo; frames are built lazily, in increasing tick order."""
+def read_demo(path: Path, **windows: int) -> MatchData:
+    """Parse a CS2 demo; frames are built lazily, in increasing tick order.
+
+    ``windows`` (``window_above``, ``window_ticks``) override when player rows are read in
+    tick windows (see parse_demo); the frames are the same either way.
+    """
     path = Path(path)
-    parsed = parse_demo(path)
+    parsed = parse_demo(path, **windows)
     builder = _Builder(parsed)
     rounds = builder.rounds
     teams = {"t": first_name(rounds.t_name), "ct": first_name(rounds.ct_name)}
@@ -57,7 +61,7 @@ class _Builder:
     """Every part of the frames, prepared once with numpy/pandas; frames() assembles dicts."""
 
     def __init__(self, parsed: Parsed) -> None:
-        self.players = PlayerRows.from_ticks(parsed.ticks)
+        self.players = PlayerRows.from_windows(parsed.windows)
         self.players.name_weapons(
             parsed.events.get("weapon_fire"),
             parsed.events.get("player_death"),

@@ -9,6 +9,7 @@ of the package may expect in the parsed columns.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,23 +90,35 @@ class DemoError(Exception):
     """A demo that cannot be processed; the message names the file and what to do."""
 
 
+# A demo larger than this is read in tick windows: parse_ticks' answer costs about 1 KB per
+# player-tick at peak, so a full match (180,000 ticks x 10 players) in one answer would pass
+# the processing Job's 2 GiB. Smaller demos keep the single (faster) pass.
+WINDOW_ABOVE_BYTES = 64 << 20
+WINDOW_TICKS = 32_768  # about 8.5 minutes at 64 tick/s: ~330k player rows per window
+
+
 @dataclass
 class Parsed:
     header: dict[str, str]
-    ticks: pd.DataFrame
+    windows: Iterator[pd.DataFrame]  # parse_ticks answers for consecutive tick windows
     events: dict[str, pd.DataFrame]
     grenades: pd.DataFrame  # projectiles in flight
     held_grenades: pd.DataFrame  # grenade weapons in a player's inventory: tick, steamid, class
 
 
-def parse_demo(path: Path) -> Parsed:
-    """The three demoparser2 passes read_demo needs (also the benchmark's baseline)."""
+def parse_demo(
+    path: Path, window_above: int = WINDOW_ABOVE_BYTES, window_ticks: int = WINDOW_TICKS
+) -> Parsed:
+    """The demoparser2 passes read_demo needs (also the benchmark's baseline).
+
+    Events and grenades are read at once; player rows come lazily from ``windows``, in one
+    window unless the file is larger than ``window_above`` bytes.
+    """
     path = Path(path)
-    _check_file(path)
+    size = _check_file(path)
     try:
         parser = DemoParser(str(path))
         header = parser.parse_header()
-        ticks = parser.parse_ticks(TICK_PROPS)
         events = dict(parser.parse_events(EVENTS, player=EVENT_PLAYER_PROPS))
         # grenades=True adds the grenade weapons players carry (with their owner), which
         # parse_ticks' inventory often lacks; one pass gives both.
@@ -117,10 +130,42 @@ def parse_demo(path: Path) -> Parsed:
             f"{path.name}: demoparser2 cannot read it ({type(exc).__name__}: {exc}); "
             "is it a complete CS2 demo?"
         ) from exc
-    if ticks is None or len(ticks) == 0 or "tick" not in ticks:
-        raise DemoError(f"{path.name}: demoparser2 found no player data in it; nothing to record")
     grenades, held = _split_grenades(everything)
-    return Parsed(header, ticks, events, grenades, held)
+    last_tick = max(
+        [int(df["tick"].max()) for df in (*events.values(), grenades) if len(df) and "tick" in df]
+        or [0]
+    )
+    windows = _windows(path, parser, window_ticks if size > window_above else None, last_tick)
+    return Parsed(header, windows, events, grenades, held)
+
+
+def _windows(
+    path: Path, parser: DemoParser, window: int | None, last_event_tick: int
+) -> Iterator[pd.DataFrame]:
+    """parse_ticks answers: the whole demo at once (``window`` None), or ``window`` ticks at a
+    time until past the last event and a window comes back empty."""
+    start, found = 0, False
+    while True:
+        ticks = list(range(start, start + window)) if window else None
+        try:
+            df = parser.parse_ticks(TICK_PROPS, ticks=ticks)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raise DemoError(
+                f"{path.name}: demoparser2 cannot read its player data "
+                f"({type(exc).__name__}: {exc}); is it a complete CS2 demo?"
+            ) from exc
+        empty = df is None or len(df) == 0 or "tick" not in df
+        if not empty:
+            found = True
+            yield df
+        del df
+        start += window or 0
+        if not window or (empty and start > last_event_tick):
+            break
+    if not found:
+        raise DemoError(f"{path.name}: demoparser2 found no player data in it; nothing to record")
 
 
 def _split_grenades(df: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -134,7 +179,8 @@ def _split_grenades(df: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame
     return df[flying].reset_index(drop=True), held.reset_index(drop=True)
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> int:
+    """The file's size, once it looks like a whole CS2 demo."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -151,6 +197,7 @@ def _check_file(path: Path) -> None:
             f"{path.name}: truncated ({size} bytes, its index says at least {info_offset + 1}); "
             "copy the whole demo again"
         )
+    return size
 
 
 # Match settings from the server's convars (seconds); CS2's default where a demo never sent one.

@@ -10,6 +10,7 @@ fields from them, with the fields derived from several props computed vectorised
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,22 +79,46 @@ class PlayerRows:
     @classmethod
     def from_ticks(cls, df: pd.DataFrame) -> PlayerRows:
         """Rows from demoparser2's parse_ticks answer."""
-        if not df["tick"].is_monotonic_increasing:
-            df = df.sort_values("tick", kind="stable")
-        df = df.reset_index(drop=True)
-        cols = _player_columns(df)
-        # demoparser2 repeats a player when a tick had several snapshots; the last one holds.
-        last = ~df.duplicated(["tick", "steamid"], keep="last").to_numpy()
-        tick = df["tick"].to_numpy(np.int64)[last]
+        return cls.from_windows([df])
+
+    @classmethod
+    def from_windows(cls, windows: Iterable[pd.DataFrame]) -> PlayerRows:
+        """Rows from parse_ticks answers for consecutive tick windows, in order.
+
+        Each window is made into compact numpy columns and dropped before the next is
+        parsed, so a long demo never has all of demoparser2's rows in memory at once; each
+        player's last values are carried into the next window (values are sent on change).
+        """
+        parts: list[dict[str, np.ndarray]] = []
+        carry: pd.DataFrame | None = None
+        for df in windows:
+            if df is None or not len(df) or "tick" not in df:
+                continue
+            if not df["tick"].is_monotonic_increasing:
+                df = df.sort_values("tick", kind="stable")
+            df = df.reset_index(drop=True)
+            cols, carry = _player_columns(df, carry)
+            # demoparser2 repeats a player when a tick had several snapshots; the last holds.
+            last = ~df.duplicated(["tick", "steamid"], keep="last").to_numpy()
+            part = {field: values[last] for field, values in cols.items()}
+            part["_tick"] = df["tick"].to_numpy(np.int64)[last]
+            part["_sid"] = df["steamid"].to_numpy(np.uint64)[last]
+            part["_name"] = df["name"].to_numpy(object)[last]
+            parts.append(part)
+            del df, cols
+        if not parts:
+            raise ValueError("no player rows")
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        tick = merged.pop("_tick")
         ticks, starts = np.unique(tick, return_index=True)
         bounds = np.append(starts, len(tick))
         return cls(
-            cols={field: values[last] for field, values in cols.items()},
+            cols={k: v for k, v in merged.items() if not k.startswith("_")},
             ticks=ticks,
             bounds=bounds,
             row_frame=np.repeat(np.arange(len(ticks)), np.diff(bounds)),
-            sid=df["steamid"].to_numpy(np.uint64)[last],
-            name=df["name"].to_numpy(object)[last],
+            sid=merged["_sid"],
+            name=merged["_name"],
         )
 
     def name_weapons(
@@ -152,16 +177,21 @@ class PlayerRows:
         the tick itself); -1 where none."""
         event_ticks = np.asarray(event_ticks, np.int64)
         frames = np.searchsorted(self.ticks, event_ticks, side="right") - 1
-        out = np.full(len(frames), -1, dtype=np.int64)
-        for i, (f, sid) in enumerate(zip(frames.tolist(), list(steamids), strict=True)):
-            sid = nan_to_none(sid)
-            if f < 0 or sid is None or (exact and self.ticks[f] != event_ticks[i]):
-                continue
-            a, b = self.bounds[f], self.bounds[f + 1]
-            hit = np.flatnonzero(self.sid[a:b] == np.uint64(int(sid)))
-            if len(hit):
-                out[i] = a + hit[0]
-        return out
+        # Steam ids come as strings, floats with NaN or uint64: exact ints, 0 where missing.
+        ints = [_steamid(v) for v in list(steamids)]
+        wanted = np.array([v or 0 for v in ints], dtype=np.uint64)
+        valid = np.array([v is not None for v in ints], dtype=bool) & (frames >= 0)
+        if exact:
+            valid &= self.ticks[np.clip(frames, 0, None)] == event_ticks
+        players, code = np.unique(self.sid, return_inverse=True)
+        at = np.clip(np.searchsorted(players, wanted), 0, len(players) - 1)
+        valid &= players[at] == wanted
+        keys = self.row_frame.astype(np.int64) * len(players) + code
+        order = np.argsort(keys, kind="stable")
+        query = np.where(valid, frames, 0).astype(np.int64) * len(players) + at
+        pos = np.clip(np.searchsorted(keys[order], query), 0, len(order) - 1)
+        found = valid & (keys[order][pos] == query)
+        return np.where(found, order[pos], -1)
 
     def frame_index(self, event_ticks: Any) -> np.ndarray:
         """Index of the frame an event goes on: the first frame at or after its tick."""
@@ -201,7 +231,11 @@ class PlayerRows:
         return None if value != value else value
 
 
-def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+def _player_columns(
+    df: pd.DataFrame, carry: pd.DataFrame | None
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """One filled column per field for a window's rows, and each player's last values
+    (``carry``: the previous window's, carried forward into this one)."""
     merged = pd.DataFrame(index=df.index)
     weapon_named = (
         df["active_weapon_name"].notna().to_numpy() if "active_weapon_name" in df else None
@@ -214,8 +248,16 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
         merged[field] = col if col is not None else pd.Series(np.nan, index=df.index)
     # Props are sent on change only: the last reported value holds until the next one.
     # Never a later value: before a position axis is first reported the player is left out.
-    by_player = merged.groupby(df["steamid"].to_numpy(), sort=False)
-    merged = by_player.ffill()
+    steamid = df["steamid"].to_numpy(np.uint64)
+    ahead = 0
+    if carry is not None and len(carry):
+        ahead = len(carry)
+        merged = pd.concat([carry.drop(columns="_sid"), merged], ignore_index=True)
+        steamid = np.concatenate([carry["_sid"].to_numpy(np.uint64), steamid])
+    merged = merged.groupby(steamid, sort=False).ffill()
+    last = ~pd.Series(steamid).duplicated(keep="last").to_numpy()
+    carry = merged[last].assign(_sid=steamid[last]).reset_index(drop=True)
+    merged = merged.iloc[ahead:].reset_index(drop=True)
     cols: dict[str, np.ndarray] = {}
     for field in merged.columns:
         series = merged[field]
@@ -241,7 +283,17 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
         & ~np.isnan(cols["z"].astype(float))
         & ~np.isnan(cols["y"].astype(float))
     )
-    return cols
+    return cols, carry
+
+
+def _steamid(value: Any) -> int | None:
+    value = nan_to_none(value)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _client_lists(values: list[Any]) -> np.ndarray:
