@@ -254,3 +254,18 @@ def test_full_match_length_is_known_without_generating_it():
     assert total == generate_match(seed=1, rounds=24).frame_count
     assert len(people) == 10
     assert all(str(p.sid).startswith("7656119") and len(str(p.sid)) == 17 for p in people)
+
+
+def test_recording_events_index_matches_the_frames(tmp_path):
+    from processing.recording import write_recording
+
+    match = generate_match(seed=2, rounds=3, tickrate=16)
+    frames = list(match.frames)
+    meta = write_recording(tmp_path / "g.eeict", match.info, frames)
+    kinds = [e["type"] for e in meta["events"]]
+    assert kinds.count("round_start") == sum(f["round_start"] for f in frames) == 3
+    assert kinds.count("kill") == sum(len(f["kills"] or ()) for f in frames)
+    assert kinds.count("freeze_end") == 3
+    ends = [e for e in meta["events"] if e["type"] == "round_end"]
+    assert len(ends) == 3 and all(e["winner"] in ("T", "CT") for e in ends)
+    assert meta["bomb_time"] == 40.0 and meta["settings_from"]["bomb_time"] == "generator"
