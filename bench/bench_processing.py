@@ -1,6 +1,7 @@
 """Processing benchmark: demo -> recording time against demoparser2's own parse, sizes, reads.
 
-Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own.
+Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own. ``ratio``
+is wall time, ``cpu`` the same ratio in CPU seconds (steadier when other jobs share the cores).
 Run by hand: `.venv/bin/python bench/bench_processing.py [--json FILE] [--skip-synthetic]`.
 """
 
@@ -25,15 +26,25 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads: steadier than wall time on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure_parse(demo: Path) -> dict:
     """demoparser2 alone: the same props, events and grenade query read_demo makes."""
     from processing.demo import parse_demo
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     parsed = parse_demo(demo)
     for _ in parsed.windows:  # player rows are parsed lazily, window by window
         pass
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_mb()}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_s": _cpu_s() - cpu,
+        "peak_rss_mb": _peak_mb(),
+    }
 
 
 def measure_process(source: str, out: Path) -> dict:
@@ -44,13 +55,17 @@ def measure_process(source: str, out: Path) -> dict:
     if source.startswith("synthetic"):
         from processing.synthetic import generate_match
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_s()
         match = generate_match(seed=1, rounds=24)
     else:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_s()
         match = read_demo(Path(source))
     write_recording(out, match.info, match.frames)
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_mb()}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_s": _cpu_s() - cpu,
+        "peak_rss_mb": _peak_mb(),
+    }
 
 
 def measure_row_bytes(demo: Path) -> dict:
@@ -116,12 +131,15 @@ def bench_source(name: str, source: str, repeat: int, ranges: int, tmp: Path) ->
     if not source.startswith("synthetic"):
         parse = [_child("parse", [source]) for _ in range(repeat)]
         row["parse_s"] = min(p["seconds"] for p in parse)
+        row["parse_cpu_s"] = min(p["cpu_s"] for p in parse)
         row["parse_peak_rss_mb"] = max(p["peak_rss_mb"] for p in parse)
     process = [_child("process", [source, str(out)]) for _ in range(repeat)]
     row["process_s"] = min(p["seconds"] for p in process)
+    row["process_cpu_s"] = min(p["cpu_s"] for p in process)
     row["process_peak_rss_mb"] = max(p["peak_rss_mb"] for p in process)
     if "parse_s" in row:
         row["ratio"] = row["process_s"] / row["parse_s"]
+        row["cpu_ratio"] = row["process_cpu_s"] / row["parse_cpu_s"]
     reads = _child("reads", [str(out), str(ranges)])
     row.update({k: v for k, v in reads.items() if k != "peak_rss_mb"})
     row["reader_peak_rss_mb"] = reads["peak_rss_mb"]
@@ -131,7 +149,7 @@ def bench_source(name: str, source: str, repeat: int, ranges: int, tmp: Path) ->
 
 def _print_table(rows: list[dict]) -> None:
     head = (
-        f"{'source':18} {'frames':>7} {'parse s':>8} {'process s':>9} {'ratio':>6} "
+        f"{'source':18} {'frames':>7} {'parse s':>8} {'process s':>9} {'ratio':>6} {'cpu':>5} "
         f"{'rec MB':>8} {'json MB':>8} {'size':>6} {'1s read ms':>10} {'peak MB':>8}"
     )
     print(head)
@@ -139,6 +157,7 @@ def _print_table(rows: list[dict]) -> None:
     for r in rows:
         parse = f"{r['parse_s']:8.3f}" if "parse_s" in r else f"{'-':>8}"
         ratio = f"{r['ratio']:6.2f}" if "ratio" in r else f"{'-':>6}"
+        ratio += f" {r['cpu_ratio']:5.2f}" if "cpu_ratio" in r else f" {'-':>5}"
         print(
             f"{r['source']:18} {r['frames']:7d} {parse} {r['process_s']:9.3f} {ratio} "
             f"{r['recording_bytes'] / 1e6:8.2f} {r['json_bytes'] / 1e6:8.2f} "
