@@ -164,13 +164,23 @@ class PlayerRows:
         active = [names.get(h, "") for h in handle.tolist()]
         self.cols["actv_itm"] = np.array(active, dtype=object)
         items = self.cols["items"]
-        for r, name in enumerate(active):
-            if name and name not in items[r]:
-                items[r] = [*items[r], name]
-        for r, kinds in owned.items():
-            missing = Counter(kinds) - Counter(items[r])
-            if missing:
-                items[r] = [*items[r], *missing.elements()]
+        # Equal inventories share one list; each (list, additions) pair is worked out once.
+        # The cache keeps the original lists alive, so their ids stay unique.
+        done: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[str]]] = {}
+        for r in range(len(active)):
+            extra = tuple(sorted(owned[r])) if r in owned else ()
+            if active[r]:
+                extra += (active[r],)
+            if not extra:
+                continue
+            key = (id(items[r]), extra)
+            if key not in done:
+                have, wanted = Counter(items[r]), Counter(owned.get(r, ()))
+                missing = wanted - have
+                if active[r] and not (have + wanted)[active[r]]:
+                    missing[active[r]] += 1
+                done[key] = (items[r], [*items[r], *missing.elements()] if missing else items[r])
+            items[r] = done[key][1]
 
     def rows_at(self, event_ticks: Any, steamids: Any, exact: bool = False) -> np.ndarray:
         """Row of each (tick, steam id) on the frame at or before the tick (``exact``: on
