@@ -165,15 +165,28 @@ class EventIndex:
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
-        self._prev: dict[str, Any] | None = None
+        self._prev: tuple | None = None  # (is_freeze, planted, defused, exploded, t, ct wins)
 
     def add(self, frame: Frame) -> None:
-        tick, prev, out = int(frame["tick"]), self._prev, self.entries
+        bomb = frame.get("bomb") or {}
+        state = (
+            bool(frame.get("is_freeze")),
+            bool(bomb.get("planted")),
+            bool(bomb.get("defused")),
+            bool(bomb.get("exploded")),
+            int(frame.get("t_wins") or 0),
+            int(frame.get("ct_wins") or 0),
+        )
+        prev, self._prev = self._prev, state
+        kills = frame.get("kills")
+        if not (frame.get("round_start") or kills or (prev is not None and prev != state)):
+            return  # nothing happened: most frames
+        tick, out = int(frame["tick"]), self.entries
         if frame.get("round_start"):
             out.append({"tick": tick, "type": "round_start"})
-        if prev is not None and prev.get("is_freeze") and not frame.get("is_freeze"):
+        if prev is not None and prev[0] and not state[0]:
             out.append({"tick": tick, "type": "freeze_end"})
-        for kill in frame.get("kills") or ():
+        for kill in kills or ():
             out.append(
                 {
                     "tick": tick,
@@ -184,17 +197,14 @@ class EventIndex:
                     "is_hs": kill.get("is_hs"),
                 }
             )
-        bomb, before = frame.get("bomb") or {}, (prev or {}).get("bomb") or {}
-        for flag, kind, who in (
-            ("planted", "plant", "planted_by"),
-            ("defused", "defuse", "defused_by"),
-            ("exploded", "explode", None),
-        ):
-            if bomb.get(flag) and not before.get(flag):
-                out.append({"tick": tick, "type": kind, "player": bomb.get(who) if who else None})
+        before = prev or (False,) * 4
+        for i, kind, who in ((1, "plant", "planted_by"), (2, "defuse", "defused_by")):
+            if state[i] and not before[i]:
+                out.append({"tick": tick, "type": kind, "player": bomb.get(who)})
+        if state[3] and not before[3]:
+            out.append({"tick": tick, "type": "explode", "player": None})
         if prev is not None:
-            t_won = int(frame.get("t_wins") or 0) - int(prev.get("t_wins") or 0)
-            ct_won = int(frame.get("ct_wins") or 0) - int(prev.get("ct_wins") or 0)
+            t_won, ct_won = state[4] - prev[4], state[5] - prev[5]
             # One more round won by exactly one side (a side switch swaps the totals instead).
             if sorted((t_won, ct_won)) == [0, 1] and not frame.get("switch"):
                 out.append(
@@ -202,11 +212,10 @@ class EventIndex:
                         "tick": tick,
                         "type": "round_end",
                         "winner": "T" if t_won > 0 else "CT",
-                        "t_wins": frame.get("t_wins"),
-                        "ct_wins": frame.get("ct_wins"),
+                        "t_wins": state[4],
+                        "ct_wins": state[5],
                     }
                 )
-        self._prev = {k: frame.get(k) for k in ("is_freeze", "bomb", "t_wins", "ct_wins")}
 
 
 def _checksum(meta: bytes | memoryview, index: bytes | memoryview, footer) -> int:
