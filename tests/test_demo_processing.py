@@ -275,3 +275,13 @@ def test_tick_windows_give_the_same_frames(demo, demos_dir):
     _, frames = demo("random_1")
     windowed = list(read_demo(demos_dir / "random_1.dem", window_above=0, window_ticks=700).frames)
     assert windowed == frames
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_no_inferno_burns_into_a_new_round(name, demo):
+    _, frames = demo(name)
+    for frame in frames:
+        if frame["round_start"]:
+            assert not frame["infernos"], frame["tick"]
+        for nade in frame["nades"] or ():
+            assert nade["team"] in ("T", "CT"), (frame["tick"], nade)
