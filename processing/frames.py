@@ -11,7 +11,7 @@ from typing import TypedDict
 
 
 class Player(TypedDict):
-    sid: int  # steam id (uint64)
+    sid: int  # steam id (uint64); a bot's is its player slot (docs/protocol.md)
     name: str
     clan: str
     team: str  # "T", "CT", "S" (spectator), "UA" (unassigned)
@@ -22,8 +22,8 @@ class Player(TypedDict):
     z: float
     view_x: float  # yaw, degrees
     view_y: float  # pitch, degrees
-    actv_itm: str  # active weapon name, "" when none
-    items: list[str]
+    actv_itm: str  # active weapon, the client's name (processing/vocabulary.py), "" when none
+    items: list[str]  # inventory, the client's names
     helmet: bool
     armor: int
     kit: bool
@@ -44,14 +44,14 @@ class Player(TypedDict):
 class Kill(TypedDict):
     killer: str  # name, "" for world/suicide
     victim: str
-    weapon: str
+    weapon: str  # the client's name ("AK-47", "HE Grenade", "Molotov" for fire)
     is_hs: bool
     penetrations: int
 
 
 class Nade(TypedDict):
     id: int
-    type: str  # "smoke", "he", "flash", "molotov", "incendiary", "decoy"
+    type: str  # the client's name: "Smoke Grenade", "HE Grenade", "Flashbang", "Molotov", ...
     x: float
     y: float
     z: float
@@ -70,7 +70,7 @@ class Inferno(TypedDict):
 
 
 class NadeEvent(TypedDict):
-    type: str  # "smoke", "he", "flash", "decoy"
+    type: str  # "Smoke Grenade", "HE Grenade", "Flashbang", "Decoy Grenade"
     x: float
     y: float
     z: float
@@ -78,9 +78,9 @@ class NadeEvent(TypedDict):
 
 class Bomb(TypedDict):
     carrier: str | None  # name of the player carrying it, else None
-    x: float
-    y: float
-    z: float
+    x: float | None  # None while the bomb's events are known but not where it is
+    y: float | None
+    z: float | None
     planted: bool
     defused: bool
     exploded: bool
@@ -92,7 +92,9 @@ class Frame(TypedDict):
     tick: int
     round_time: float  # seconds since the demo started
     round_start: bool  # a round started on this tick
+    switch: bool  # the teams switched sides on this tick (true on that frame only)
     is_freeze: bool
+    is_halftime: bool  # the halftime pause between the halves
     t: str  # clan names
     ct: str
     t_wins: int
@@ -102,7 +104,8 @@ class Frame(TypedDict):
     kills: list[Kill] | None
     nades: list[Nade] | None
     infernos: list[Inferno] | None
-    nade_event: NadeEvent | None
+    nade_event: NadeEvent | None  # the frame's first detonation (what the old client reads)
+    nade_events: list[NadeEvent] | None  # every detonation on the frame, in event order
     bomb: Bomb | None
 
 

@@ -29,7 +29,8 @@ from processing.source import SourceInfo
 MAGIC = b"EEICTREC"
 END_MAGIC = b"EEICTEND"
 FORMAT_VERSION = 1
-SCHEMA_VERSION = 1  # version of the frame fields (processing/frames.py)
+SCHEMA_VERSION = 2  # version of the frame fields (processing/frames.py); 2: client names,
+# switch/is_halftime/nade_events, bomb without a position, settings and events metadata
 SUFFIX = ".eeict"
 
 _HEAD = struct.Struct("<8sHHI")  # magic, format version, flags, reserved
@@ -77,6 +78,7 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
     pending: list[bytes] = []
     roster: dict[int, RosterEntry] = {}
     round_starts: list[int] = []
+    events = EventIndex()
     last_tick: int | None = None
 
     out.write(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, 0))
@@ -97,6 +99,7 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
         pending.append(encoded)
         if frame.get("round_start"):
             round_starts.append(tick)
+        events.add(frame)
         for p in frame["players"]:
             if p["sid"] not in roster:
                 roster[p["sid"]] = {"sid": p["sid"], "name": p["name"], "team": p["team"]}
@@ -122,6 +125,9 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
         "teams": source.team_names,
         "roster": sorted(roster.values(), key=lambda r: (r["team"], r["name"])),
         "round_starts": round_starts,
+        "events": events.entries,
+        **{name: value.get("seconds") for name, value in source.settings.items()},
+        "settings_from": {name: value.get("from") for name, value in source.settings.items()},
         "source_file": source.source_file,
         "source_sha256": source.source_sha256,
         "parser": source.parser,
@@ -150,6 +156,68 @@ def _write(out, source: SourceInfo, frames: Iterable[Frame], on_frame) -> dict[s
     footer[4] = _checksum(meta_bytes, index_bytes, footer)
     out.write(_FOOT.pack(*footer))
     return meta
+
+
+class EventIndex:
+    """The match's events for timelines and seeking, read off the frames as they are written.
+
+    Made here rather than by each source so demos, the generated match and live matches all
+    get the same index: kills, bomb plant/defuse/explosion, round start/end, freeze end.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._prev: tuple | None = None  # (is_freeze, planted, defused, exploded, t, ct wins)
+
+    def add(self, frame: Frame) -> None:
+        bomb = frame.get("bomb") or {}
+        state = (
+            bool(frame.get("is_freeze")),
+            bool(bomb.get("planted")),
+            bool(bomb.get("defused")),
+            bool(bomb.get("exploded")),
+            int(frame.get("t_wins") or 0),
+            int(frame.get("ct_wins") or 0),
+        )
+        prev, self._prev = self._prev, state
+        kills = frame.get("kills")
+        if not (frame.get("round_start") or kills or (prev is not None and prev != state)):
+            return  # nothing happened: most frames
+        tick, out = int(frame["tick"]), self.entries
+        if frame.get("round_start"):
+            out.append({"tick": tick, "type": "round_start"})
+        if prev is not None and prev[0] and not state[0]:
+            out.append({"tick": tick, "type": "freeze_end"})
+        for kill in kills or ():
+            out.append(
+                {
+                    "tick": tick,
+                    "type": "kill",
+                    "killer": kill.get("killer"),
+                    "victim": kill.get("victim"),
+                    "weapon": kill.get("weapon"),
+                    "is_hs": kill.get("is_hs"),
+                }
+            )
+        before = prev or (False,) * 4
+        for i, kind, who in ((1, "plant", "planted_by"), (2, "defuse", "defused_by")):
+            if state[i] and not before[i]:
+                out.append({"tick": tick, "type": kind, "player": bomb.get(who)})
+        if state[3] and not before[3]:
+            out.append({"tick": tick, "type": "explode", "player": None})
+        if prev is not None:
+            t_won, ct_won = state[4] - prev[4], state[5] - prev[5]
+            # One more round won by exactly one side (a side switch swaps the totals instead).
+            if sorted((t_won, ct_won)) == [0, 1] and not frame.get("switch"):
+                out.append(
+                    {
+                        "tick": tick,
+                        "type": "round_end",
+                        "winner": "T" if t_won > 0 else "CT",
+                        "t_wins": state[4],
+                        "ct_wins": state[5],
+                    }
+                )
 
 
 def _checksum(meta: bytes | memoryview, index: bytes | memoryview, footer) -> int:
@@ -251,6 +319,20 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("parser", _is_str, "a string"),
     MetaField("synthetic", lambda v: isinstance(v, bool), "true or false"),
     MetaField("created_at", _is_str, "a string"),
+    MetaField(
+        "events",
+        _list_of(lambda e: isinstance(e, dict) and _is_int(e.get("tick"))),
+        "a list of {tick: int, type: str, ...}",
+    ),
+    *(
+        MetaField(
+            name,
+            lambda v: v is None or (_is_number(v) and v >= 0),
+            "seconds (a number >= 0) or nil",
+            required=False,
+        )
+        for name in ("freeze_time", "round_time", "bomb_time")
+    ),
 )
 
 
@@ -437,6 +519,12 @@ class Recording:
                 raise self._fail(f"metadata {field.key!r} must be {field.expected}")
         if count < 1 or count != meta["frame_count"]:
             raise self._fail("frame count does not add up (corrupt)")
+        schema = meta["schema_version"]
+        if schema != SCHEMA_VERSION:
+            raise RecordingError(
+                f"{self.name}: frame schema version {schema}, this server reads "
+                f"{SCHEMA_VERSION}; run `eeict process` again on its source to re-create it"
+            )
         return meta
 
     def _parse_index(self, meta: dict[str, Any], index_bytes: bytes, count: int, meta_off: int):

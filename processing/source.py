@@ -19,6 +19,8 @@ class SourceInfo:
     parser: str  # e.g. "demoparser2 0.42.0" or "synthetic seed=1 rounds=24"
     synthetic: bool = False
     team_names: dict[str, str] = field(default_factory=dict)  # {"t": ..., "ct": ...}
+    # Match settings: {"freeze_time"|"round_time"|"bomb_time": {"seconds", "from"}}
+    settings: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from processing.frames import FRAME_FIELDS, PLAYER_FIELDS, Frame, Player
 from processing.synthetic import generate_match, parameters_string
 from processing.synthetic.mirage import MAX_X, MAX_Y, MIN_X, MIN_Y
 from processing.synthetic.plan import plan_match
+from processing.vocabulary import CLIENT_NAMES
 
 TICKRATE = 64
 RUN_STEP = 250.0 / TICKRATE  # fastest horizontal move per tick (knife out)
@@ -188,7 +189,7 @@ def test_bomb_is_planted_and_stays_planted_until_the_round_ends(six_rounds):
         assert bomb["x"] < 0 and bomb["y"] < 500  # on a site, west of mid
         before = rnd[planted_at - 1]
         planter = next(p for p in before["players"] if p["name"] == bomb["planted_by"])
-        assert planter["is_planting"] and planter["actv_itm"] == "C4 Explosive"
+        assert planter["is_planting"] and planter["actv_itm"] == "C4"
         outcome = rnd[-1]["bomb"]
         assert outcome["exploded"] or outcome["defused"] or outcome["planted"]
     assert plants >= 1
@@ -202,7 +203,13 @@ def test_grenades_fly_then_detonate(six_rounds):
             flights.setdefault(nade["id"], []).append(frame["tick"])
         if frame["nade_event"]:
             detonations += 1
-            assert frame["nade_event"]["type"] in ("smoke", "he", "flash", "decoy")
+            assert frame["nade_event"]["type"] in (
+                "Smoke Grenade",
+                "HE Grenade",
+                "Flashbang",
+                "Decoy Grenade",
+            )
+            assert frame["nade_events"] == [frame["nade_event"]]
     assert flights and detonations
     for ticks in flights.values():
         assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # contiguous flight
@@ -217,9 +224,27 @@ def test_shooters_are_alive_players_holding_a_gun(six_rounds):
         for sid in frame["shooting"] or ():
             assert sid in by_sid
             item = by_sid[sid]["actv_itm"]
-            assert "Grenade" not in item and "knife" not in item and item != "C4 Explosive"
+            assert item in CLIENT_NAMES
+            assert item not in ("Knife", "C4", "Flashbang", "Molotov") and "Grenade" not in item
             shots += 1
     assert shots > 100
+
+
+def test_every_name_is_the_clients(six_rounds):
+    for frame in six_rounds:
+        for p in frame["players"]:
+            assert p["actv_itm"] in CLIENT_NAMES, p["actv_itm"]
+            assert set(p["items"]) <= CLIENT_NAMES, p["items"]
+        for kill in frame["kills"] or ():
+            assert kill["weapon"] in CLIENT_NAMES, kill
+        for nade in frame["nades"] or ():
+            assert nade["type"] in CLIENT_NAMES, nade
+
+
+def test_sides_switch_once_at_halftime():
+    frames = generate_match(seed=3, rounds=4, tickrate=16).frames
+    switches = [f for f in frames if f["switch"]]
+    assert len(switches) == 1 and switches[0]["round_start"]
 
 
 def test_full_match_length_is_known_without_generating_it():
@@ -229,3 +254,18 @@ def test_full_match_length_is_known_without_generating_it():
     assert total == generate_match(seed=1, rounds=24).frame_count
     assert len(people) == 10
     assert all(str(p.sid).startswith("7656119") and len(str(p.sid)) == 17 for p in people)
+
+
+def test_recording_events_index_matches_the_frames(tmp_path):
+    from processing.recording import write_recording
+
+    match = generate_match(seed=2, rounds=3, tickrate=16)
+    frames = list(match.frames)
+    meta = write_recording(tmp_path / "g.eeict", match.info, frames)
+    kinds = [e["type"] for e in meta["events"]]
+    assert kinds.count("round_start") == sum(f["round_start"] for f in frames) == 3
+    assert kinds.count("kill") == sum(len(f["kills"] or ()) for f in frames)
+    assert kinds.count("freeze_end") == 3
+    ends = [e for e in meta["events"] if e["type"] == "round_end"]
+    assert len(ends) == 3 and all(e["winner"] in ("T", "CT") for e in ends)
+    assert meta["bomb_time"] == 40.0 and meta["settings_from"]["bomb_time"] == "generator"

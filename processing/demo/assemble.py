@@ -17,7 +17,7 @@ from pathlib import Path
 from processing.demo.bomb import BombEvents, BombState
 from processing.demo.events import Events
 from processing.demo.nades import nades_in_flight
-from processing.demo.parse import TICKRATE, Parsed, parse_demo
+from processing.demo.parse import TICKRATE, Parsed, game_settings, parse_demo
 from processing.demo.players import PlayerRows, PlayerTable
 from processing.demo.rounds import Rounds, first_name
 from processing.frames import PLAYER_FIELDS, Frame, Inferno, Player
@@ -26,10 +26,14 @@ from processing.source import MatchData, SourceInfo
 _BLOCK_TICKS = 1024  # frames built at a time (bounds memory)
 
 
-def read_demo(path: Path) -> MatchData:
-    """Parse a CS2 demo; frames are built lazily, in increasing tick order."""
+def read_demo(path: Path, **windows: int) -> MatchData:
+    """Parse a CS2 demo; frames are built lazily, in increasing tick order.
+
+    ``windows`` (``window_above``, ``window_ticks``) override when player rows are read in
+    tick windows (see parse_demo); the frames are the same either way.
+    """
     path = Path(path)
-    parsed = parse_demo(path)
+    parsed = parse_demo(path, **windows)
     builder = _Builder(parsed)
     rounds = builder.rounds
     teams = {"t": first_name(rounds.t_name), "ct": first_name(rounds.ct_name)}
@@ -40,6 +44,7 @@ def read_demo(path: Path) -> MatchData:
         source_sha256=_sha256(path),
         parser=f"demoparser2 {version('demoparser2')}",
         team_names=teams,
+        settings=game_settings(parsed.events.get("server_cvar")),
     )
     return MatchData(info=info, frames=builder.frames(), frame_count=len(builder.players.ticks))
 
@@ -56,9 +61,14 @@ class _Builder:
     """Every part of the frames, prepared once with numpy/pandas; frames() assembles dicts."""
 
     def __init__(self, parsed: Parsed) -> None:
-        self.players = PlayerRows.from_ticks(parsed.ticks)
+        self.players = PlayerRows.from_windows(parsed.windows)
+        self.players.name_weapons(
+            parsed.events.get("weapon_fire"),
+            parsed.events.get("player_death"),
+            parsed.held_grenades,
+        )
         self.rounds = Rounds.from_rows(self.players)
-        self.events = Events.from_parsed(parsed.events, self.players)
+        self.events = Events.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.bomb = BombEvents.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.nades = nades_in_flight(parsed.grenades, self.players, self.events.detonated)
         self.table = PlayerTable.from_rows(self.players, self.bomb.planting)
@@ -103,12 +113,15 @@ class _Builder:
                 for row in rows[starts[f - block] : starts[f - block + 1]]
             ]
             tick = int(ticks[f])
+            nade_events = events.nade_events.get(f)
             out.append(
                 {
                     "tick": tick,
                     "round_time": (tick - first_tick) / TICKRATE,
                     "round_start": rounds.round_start[f],
+                    "switch": rounds.switch[f],
                     "is_freeze": rounds.freeze[f],
+                    "is_halftime": rounds.halftime[f],
                     "t": rounds.t_name[f],
                     "ct": rounds.ct_name[f],
                     "t_wins": rounds.t_wins[f],
@@ -118,7 +131,8 @@ class _Builder:
                     "kills": events.kills.get(f),
                     "nades": self.nades.get(f),
                     "infernos": infernos.get(f),
-                    "nade_event": events.nade_event.get(f),
+                    "nade_event": nade_events[0] if nade_events else None,
+                    "nade_events": nade_events,
                     "bomb": bomb.step(
                         rounds.round_start[f], bomb_events.get(f, ()), players, c4_carrier.get(f)
                     ),

@@ -1,7 +1,8 @@
 """The bomb: its events in order with lost names filled in, and its state frame by frame.
 
 demoparser2 often leaves the player of a bomb event unnamed and reports no bomb entity, so
-the bomb is followed through its events and its carrier: BombEvents orders the events once
+the bomb is followed through its events and its carrier (an event is never dropped for want
+of a position: the bomb is then sent with x/y/z None): BombEvents orders the events once
 (who planted, who carried it when the demo began), and BombState replays them during frame
 assembly, moving the bomb with whoever carries it.
 """
@@ -98,6 +99,7 @@ class BombState:
 
     def _reset(self) -> None:
         self.pos: tuple[float, float, float] | None = None
+        self.seen = False  # anything about the bomb known in this round
         self.planted = self.defused = self.exploded = False
         self.planted_by: str | None = None
         self.defused_by: str | None = None
@@ -116,6 +118,7 @@ class BombState:
             self._reset()
             self.carrier = None
         for kind, name, sid, x, y, z in events:
+            self.seen = True
             at = (x, y, z) if x is not None else None
             if kind == "pickup":
                 self.carrier = (name, sid) if name is not None else None
@@ -133,10 +136,11 @@ class BombState:
         if holder is not None and not self.planted:
             self.carrier = holder
         if self.carrier is not None:
+            self.seen = True
             self.pos = self._carrier_pos(players) or self.pos
-        if self.pos is None:
+        if not self.seen:
             return None
-        x, y, z = self.pos
+        x, y, z = self.pos if self.pos is not None else (None, None, None)
         return {
             "carrier": self.carrier[0] if self.carrier else None,
             "x": x,

@@ -11,18 +11,22 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from processing.demo.parse import nan_to_none
 from processing.demo.players import PlayerRows
 from processing.frames import Kill, NadeEvent
+from processing.vocabulary import client_name
 
 _DETONATIONS = {
-    "smokegrenade_detonate": "smoke",
-    "hegrenade_detonate": "he",
-    "flashbang_detonate": "flash",
-    "decoy_started": "decoy",
+    "smokegrenade_detonate": "Smoke Grenade",
+    "hegrenade_detonate": "HE Grenade",
+    "flashbang_detonate": "Flashbang",
+    "decoy_started": "Decoy Grenade",
 }
+# A kill by fire names no grenade; CS2 sells the molotov to T and the incendiary to CT only.
+_FIRE_BY_TEAM = {2: "Molotov", 3: "Incendiary Grenade"}
 # (first frame, end frame, entity id, x, y, z) of a burning inferno
 InfernoSpan = tuple[int, int, int, float, float, float]
 
@@ -33,18 +37,20 @@ class Events:
 
     shooting: dict[int, list[int]]  # steam ids of the players who fired
     kills: dict[int, list[Kill]]
-    nade_event: dict[int, NadeEvent]  # the frame's first detonation
+    nade_events: dict[int, list[NadeEvent]]  # every detonation of the frame, in tick order
     inferno_spans: list[InfernoSpan]
     detonated: dict[int, int]  # grenade entity id -> detonation tick
 
     @classmethod
-    def from_parsed(cls, events: dict[str, pd.DataFrame], players: PlayerRows) -> Events:
-        nade_event, detonated = _detonations(events, players)
+    def from_parsed(
+        cls, events: dict[str, pd.DataFrame], players: PlayerRows, round_start: list[bool]
+    ) -> Events:
+        nade_events, detonated = _detonations(events, players)
         return cls(
             shooting=_shooting(events.get("weapon_fire"), players),
             kills=_kills(events.get("player_death"), players),
-            nade_event=nade_event,
-            inferno_spans=_infernos(events, players),
+            nade_events=nade_events,
+            inferno_spans=_infernos(events, players, round_start),
             detonated=detonated,
         )
 
@@ -64,9 +70,9 @@ def _shooting(fire: pd.DataFrame | None, players: PlayerRows) -> dict[int, list[
 def _detonations(
     events: dict[str, pd.DataFrame], players: PlayerRows
 ) -> tuple[dict[int, NadeEvent], dict[int, int]]:
-    """The first detonation on each frame, and each grenade's detonation tick."""
+    """Every detonation by frame (in tick order), and each grenade's detonation tick."""
     n = len(players.ticks)
-    nade_event: dict[int, NadeEvent] = {}
+    found: list[tuple[int, int, int, NadeEvent]] = []  # (tick, frame, order, event)
     detonated: dict[int, int] = {}
     for event, kind in _DETONATIONS.items():
         det = events.get(event)
@@ -76,11 +82,14 @@ def _detonations(
         for eid, t in zip(det["entityid"].tolist(), det["tick"].tolist(), strict=True):
             detonated[int(eid)] = min(int(t), detonated.get(int(eid), int(t)))
         xyz = (det["x"].tolist(), det["y"].tolist(), det["z"].tolist())
-        rows = zip(fi.tolist(), *xyz, strict=True)
-        for f, x, y, z in rows:
-            if f < n and f not in nade_event:
-                nade_event[f] = {"type": kind, "x": x, "y": y, "z": z}
-    return nade_event, detonated
+        rows = zip(det["tick"].tolist(), fi.tolist(), *xyz, strict=True)
+        for i, (t, f, x, y, z) in enumerate(rows):
+            if f < n:
+                found.append((int(t), f, len(found) + i, {"type": kind, "x": x, "y": y, "z": z}))
+    nade_events: dict[int, list[NadeEvent]] = defaultdict(list)
+    for _, f, _, event in sorted(found, key=lambda e: e[:3]):
+        nade_events[f].append(event)
+    return nade_events, detonated
 
 
 def _kills(deaths: pd.DataFrame | None, players: PlayerRows) -> dict[int, list[Kill]]:
@@ -99,6 +108,7 @@ def _kills(deaths: pd.DataFrame | None, players: PlayerRows) -> dict[int, list[K
     for f, victim, killer in zip(fi, victims, killers, strict=True):
         _unclaim(players, died, f, victim)
         _unclaim(players, scored, f, killer)
+    killer_team = deaths["attacker_team_num"].tolist() if "attacker_team_num" in deaths else None
     weapons, hs = deaths["weapon"].tolist(), deaths["headshot"].tolist()
     pen = deaths["penetrated"].tolist()
     for i, f in enumerate(fi):
@@ -110,12 +120,20 @@ def _kills(deaths: pd.DataFrame | None, players: PlayerRows) -> dict[int, list[K
             {
                 "killer": killer or "",
                 "victim": victim or "",
-                "weapon": str(weapons[i]),
+                "weapon": _kill_weapon(str(weapons[i]), killer_team[i] if killer_team else None),
                 "is_hs": bool(hs[i]),
                 "penetrations": int(pen[i]),
             }
         )
     return kills
+
+
+def _kill_weapon(raw: str, team: object) -> str:
+    """The kill's weapon in the client's names; fire is the killer's side's fire grenade."""
+    if raw == "inferno":
+        team = nan_to_none(team)
+        return _FIRE_BY_TEAM.get(int(team), "Molotov") if team is not None else "Molotov"
+    return client_name(raw)
 
 
 def _names(df: pd.DataFrame, column: str) -> list[str | None]:
@@ -143,14 +161,18 @@ def _claim(players: PlayerRows, found: dict[int, list[int]], frame: int) -> str 
     return None
 
 
-def _infernos(events: dict[str, pd.DataFrame], players: PlayerRows) -> list[InfernoSpan]:
-    """Each inferno from its start frame until it expires or is put out (or the demo ends)."""
+def _infernos(
+    events: dict[str, pd.DataFrame], players: PlayerRows, round_start: list[bool]
+) -> list[InfernoSpan]:
+    """Each inferno from its start frame until it expires or is put out, or else until the
+    next round starts (a new round removes every fire) or the demo ends."""
     spans: list[InfernoSpan] = []
     start = events.get("inferno_startburn")
     if start is None or not len(start):
         return spans
     n = len(players.ticks)
-    ends: dict[int, int] = {}
+    round_frames = np.append(np.flatnonzero(round_start), n)
+    ends: dict[int, list[int]] = defaultdict(list)  # entity id -> end frames (ids are reused)
     for name in ("inferno_expire", "inferno_extinguish"):
         end = events.get(name)
         if end is not None and len(end):
@@ -159,7 +181,7 @@ def _infernos(events: dict[str, pd.DataFrame], players: PlayerRows) -> list[Infe
                 players.frame_index(end["tick"]).tolist(),
                 strict=True,
             ):
-                ends[int(eid)] = min(f, ends.get(int(eid), n))
+                ends[int(eid)].append(f)
     fi = players.frame_index(start["tick"]).tolist()
     rows = zip(
         fi,
@@ -171,5 +193,7 @@ def _infernos(events: dict[str, pd.DataFrame], players: PlayerRows) -> list[Infe
     )
     for f, eid, x, y, z in rows:
         if f < n:
-            spans.append((f, ends.get(int(eid), n), int(eid), x, y, z))
+            next_round = int(round_frames[np.searchsorted(round_frames, f, "right")])
+            end = min((e for e in ends.get(int(eid), ()) if e >= f), default=n)
+            spans.append((f, min(end, next_round), int(eid), x, y, z))
     return spans

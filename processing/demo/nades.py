@@ -19,13 +19,15 @@ from processing.frames import Nade
 
 _CELL, _WORLD_HALF = 512, 16384  # entity origin = cell * 512 - 16384 + vec
 _NADE_TYPES = {
-    "CSmokeGrenadeProjectile": "smoke",
-    "CHEGrenadeProjectile": "he",
-    "CFlashbangProjectile": "flash",
-    "CMolotovProjectile": "molotov",  # CS2 uses one class for molotov and incendiary
-    "CIncendiaryGrenadeProjectile": "incendiary",
-    "CDecoyProjectile": "decoy",
+    "CSmokeGrenadeProjectile": "Smoke Grenade",
+    "CHEGrenadeProjectile": "HE Grenade",
+    "CFlashbangProjectile": "Flashbang",
+    "CIncendiaryGrenadeProjectile": "Incendiary Grenade",
+    "CDecoyProjectile": "Decoy Grenade",
 }
+# CS2 uses one class for molotov and incendiary; T can buy only the one, CT only the other.
+_FIRE_CLASS = "CMolotovProjectile"
+_FIRE_BY_TEAM = {"T": "Molotov", "CT": "Incendiary Grenade"}
 
 
 def nades_in_flight(
@@ -61,13 +63,11 @@ def nades_in_flight(
         missing = np.isnan(cell)
         if missing.any():
             pos[:, a] = _infer_cells(gren, players, eid, tick, vec, cell, a)
-    team = gren[GRENADE_TEAM].to_numpy() if GRENADE_TEAM in gren else None
-    teams = (
-        [TEAMS.get(int(t), "UA") if t == t else "" for t in team.tolist()]
-        if team is not None
-        else [""] * len(gren)
-    )
-    types = [_NADE_TYPES.get(t, t) for t in gren["grenade_type"].tolist()]
+    teams = _teams(gren, players, eid, tick)
+    types = [
+        _FIRE_BY_TEAM.get(team, "Molotov") if t == _FIRE_CLASS else _NADE_TYPES.get(t, t)
+        for t, team in zip(gren["grenade_type"].tolist(), teams, strict=True)
+    ]
     fi = players.frame_index(tick)
     keep = (fi < n) & ~np.isnan(pos).any(axis=1)
     end = np.array([detonated.get(int(e), np.iinfo(np.int64).max) for e in eid.tolist()])
@@ -83,6 +83,27 @@ def nades_in_flight(
             {"id": e, "type": types[r], "x": xs[r], "y": ys[r], "z": zs[r], "team": teams[r]}
         )
     return nades
+
+
+def _teams(gren: pd.DataFrame, players: PlayerRows, eid: np.ndarray, tick: np.ndarray) -> list:
+    """Each row's grenade team: the entity's own team prop as last reported for that grenade,
+    else its thrower's team at the grenade's first tick ("" when neither is known)."""
+    if GRENADE_TEAM in gren:
+        own = gren[GRENADE_TEAM].groupby(eid).ffill().tolist()
+    else:
+        own = [None] * len(gren)
+    throwers = gren["steamid"].tolist() if "steamid" in gren else [None] * len(gren)
+    first_team: dict[int, str] = {}
+    out = []
+    for e, t, team, sid in zip(eid.tolist(), tick.tolist(), own, throwers, strict=True):
+        if team == team and team is not None:
+            out.append(TEAMS.get(int(team), "UA"))
+            continue
+        if e not in first_team:
+            num = players.value(sid, t, "team_num")
+            first_team[e] = TEAMS.get(int(num), "UA") if num is not None else ""
+        out.append(first_team[e])
+    return out
 
 
 def _infer_cells(

@@ -9,6 +9,7 @@ of the package may expect in the parsed columns.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "helmet": ("has_helmet", "CCSPlayerController.m_bPawnHasHelmet"),
     "kit": ("has_defuser", "CCSPlayerController.m_bPawnHasDefuser"),
     "actv_itm": ("active_weapon_name",),
+    "weapon_handle": ("active_weapon",),  # m_hActiveWeapon: the weapon entity in hand
     "items": ("inventory",),
     "flags": (_FLAGS,),
     "is_walking": ("is_walking",),
@@ -52,6 +54,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "team_wins": ("team_rounds_total",),
     "freeze": ("is_freeze_period",),
     "round_start_time": ("round_start_time",),
+    "game_phase": ("game_phase",),
 }
 TICK_PROPS: list[str] = list(dict.fromkeys(p for props in SOURCES.values() for p in props))
 
@@ -70,8 +73,9 @@ EVENTS = [
     "inferno_startburn",
     "inferno_expire",
     "inferno_extinguish",
+    "server_cvar",
 ]
-EVENT_PLAYER_PROPS = ["X", "Y", "Z"]
+EVENT_PLAYER_PROPS = ["X", "Y", "Z", "team_num"]
 
 AXES = "XYZ"
 GRENADE_CELL = "Grenade.CBodyComponentBaseAnimGraph.m_cell"  # + axis
@@ -86,24 +90,39 @@ class DemoError(Exception):
     """A demo that cannot be processed; the message names the file and what to do."""
 
 
+# A demo larger than this is read in tick windows: parse_ticks' answer costs about 1 KB per
+# player-tick at peak, so a full match (180,000 ticks x 10 players) in one answer would pass
+# the processing Job's 2 GiB. Smaller demos keep the single (faster) pass.
+WINDOW_ABOVE_BYTES = 64 << 20
+WINDOW_TICKS = 32_768  # about 8.5 minutes at 64 tick/s: ~330k player rows per window
+
+
 @dataclass
 class Parsed:
     header: dict[str, str]
-    ticks: pd.DataFrame
+    windows: Iterator[pd.DataFrame]  # parse_ticks answers for consecutive tick windows
     events: dict[str, pd.DataFrame]
-    grenades: pd.DataFrame
+    grenades: pd.DataFrame  # projectiles in flight
+    held_grenades: pd.DataFrame  # grenade weapons in a player's inventory: tick, steamid, class
 
 
-def parse_demo(path: Path) -> Parsed:
-    """The three demoparser2 passes read_demo needs (also the benchmark's baseline)."""
+def parse_demo(
+    path: Path, window_above: int = WINDOW_ABOVE_BYTES, window_ticks: int = WINDOW_TICKS
+) -> Parsed:
+    """The demoparser2 passes read_demo needs (also the benchmark's baseline).
+
+    Events and grenades are read at once; player rows come lazily from ``windows``, in one
+    window unless the file is larger than ``window_above`` bytes.
+    """
     path = Path(path)
-    _check_file(path)
+    size = _check_file(path)
     try:
         parser = DemoParser(str(path))
         header = parser.parse_header()
-        ticks = parser.parse_ticks(TICK_PROPS)
         events = dict(parser.parse_events(EVENTS, player=EVENT_PLAYER_PROPS))
-        grenades = parser.parse_grenades(grenades=False, extra=GRENADE_PROPS)
+        # grenades=True adds the grenade weapons players carry (with their owner), which
+        # parse_ticks' inventory often lacks; one pass gives both.
+        everything = parser.parse_grenades(grenades=True, extra=GRENADE_PROPS)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # demoparser2 raises plain Exception, or panics (BaseException)
@@ -111,12 +130,57 @@ def parse_demo(path: Path) -> Parsed:
             f"{path.name}: demoparser2 cannot read it ({type(exc).__name__}: {exc}); "
             "is it a complete CS2 demo?"
         ) from exc
-    if ticks is None or len(ticks) == 0 or "tick" not in ticks:
+    grenades, held = _split_grenades(everything)
+    last_tick = max(
+        [int(df["tick"].max()) for df in (*events.values(), grenades) if len(df) and "tick" in df]
+        or [0]
+    )
+    windows = _windows(path, parser, window_ticks if size > window_above else None, last_tick)
+    return Parsed(header, windows, events, grenades, held)
+
+
+def _windows(
+    path: Path, parser: DemoParser, window: int | None, last_event_tick: int
+) -> Iterator[pd.DataFrame]:
+    """parse_ticks answers: the whole demo at once (``window`` None), or ``window`` ticks at a
+    time until past the last event and a window comes back empty."""
+    start, found = 0, False
+    while True:
+        ticks = list(range(start, start + window)) if window else None
+        try:
+            df = parser.parse_ticks(TICK_PROPS, ticks=ticks)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raise DemoError(
+                f"{path.name}: demoparser2 cannot read its player data "
+                f"({type(exc).__name__}: {exc}); is it a complete CS2 demo?"
+            ) from exc
+        empty = df is None or len(df) == 0 or "tick" not in df
+        if not empty:
+            found = True
+            yield df
+        del df
+        start += window or 0
+        if not window or (empty and start > last_event_tick):
+            break
+    if not found:
         raise DemoError(f"{path.name}: demoparser2 found no player data in it; nothing to record")
-    return Parsed(header, ticks, events, grenades)
 
 
-def _check_file(path: Path) -> None:
+def _split_grenades(df: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Projectiles (class ``C...Projectile``) apart from grenade weapons held by a player."""
+    if df is None or not len(df) or "grenade_type" not in df:
+        return pd.DataFrame(), pd.DataFrame()
+    flying = df["grenade_type"].astype(str).str.endswith("Projectile").to_numpy()
+    held = df.loc[~flying, ["tick", "steamid", "grenade_entity_id", "grenade_type"]]
+    # A tick with several snapshots repeats each entity: one row per (tick, owner, entity).
+    held = held[held["steamid"].notna()].drop_duplicates(["tick", "steamid", "grenade_entity_id"])
+    return df[flying].reset_index(drop=True), held.reset_index(drop=True)
+
+
+def _check_file(path: Path) -> int:
+    """The file's size, once it looks like a whole CS2 demo."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -133,6 +197,43 @@ def _check_file(path: Path) -> None:
             f"{path.name}: truncated ({size} bytes, its index says at least {info_offset + 1}); "
             "copy the whole demo again"
         )
+    return size
+
+
+# Match settings from the server's convars (seconds); CS2's default where a demo never sent one.
+_SETTINGS = {
+    "freeze_time": (("mp_freezetime",), 1.0, 15.0),
+    "round_time": (("mp_roundtime_defuse", "mp_roundtime"), 60.0, 115.0),  # minutes -> s
+    "bomb_time": (("mp_c4timer",), 1.0, 40.0),
+}
+
+
+def game_settings(cvars: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    """Freeze, round and bomb time in seconds from the demo's ``server_cvar`` messages.
+
+    Each is ``{"seconds": value, "from": convar}``, the last value the demo set; where the demo
+    never sets it, CS2's default with ``"from": "default"`` (say so rather than guess silently).
+    Bomb-defusal maps use mp_roundtime_defuse, falling back to mp_roundtime.
+    """
+    last: dict[str, str] = {}
+    if cvars is not None and len(cvars) and "name" in cvars:
+        for name, value in zip(cvars["name"].tolist(), cvars["value"].tolist(), strict=True):
+            last[str(name)] = str(value)
+    out: dict[str, dict[str, Any]] = {}
+    for field, (names, scale, default) in _SETTINGS.items():
+        found = next((n for n in names if _number(last.get(n)) is not None), None)
+        if found is None:
+            out[field] = {"seconds": default, "from": "default"}
+        else:
+            out[field] = {"seconds": round(_number(last[found]) * scale, 3), "from": found}
+    return out
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def nan_to_none(value: Any) -> Any:

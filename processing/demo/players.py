@@ -9,7 +9,8 @@ fields from them, with the fields derived from several props computed vectorised
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,8 @@ import pandas as pd
 
 from processing.demo.parse import SOURCES, nan_to_none
 from processing.frames import PLAYER_FIELDS
+from processing.vocabulary import client_name
 
-_POSITION = ("x", "y", "z")
 # Value used before demoparser2 first reports a field for a player (see docs/frame-fields.md).
 _DEFAULTS: dict[str, Any] = {
     "view_x": 0.0,
@@ -49,6 +50,19 @@ _INTS = ("hp", "money", "armor", "kills", "deaths", "assists", "dmg", "rounds", 
 _INTS += ("team_num", "team_wins")
 _BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_defusing", "alive")
 TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}
+# Grenade weapon classes (parse_grenades(grenades=True)) -> the client's names.
+_HELD_GRENADES = {
+    "CSmokeGrenade": "Smoke Grenade",
+    "CHEGrenade": "HE Grenade",
+    "CFlashbang": "Flashbang",
+    "CMolotovGrenade": "Molotov",
+    "CIncendiaryGrenade": "Incendiary Grenade",
+    "CDecoyGrenade": "Decoy Grenade",
+}
+_ENTITY_INDEX = (1 << 14) - 1  # an entity handle's low bits are the entity index
+# Kill weapons that are not the killer's weapon in hand (a thrown grenade, fire, the bomb).
+_NOT_IN_HAND = {"hegrenade", "inferno", "molotov", "incgrenade", "flashbang", "smokegrenade"}
+_NOT_IN_HAND |= {"decoy", "planted_c4", "world", "worldent", "prop_exploding_barrel"}
 
 
 @dataclass
@@ -65,23 +79,129 @@ class PlayerRows:
     @classmethod
     def from_ticks(cls, df: pd.DataFrame) -> PlayerRows:
         """Rows from demoparser2's parse_ticks answer."""
-        if not df["tick"].is_monotonic_increasing:
-            df = df.sort_values("tick", kind="stable")
-        df = df.reset_index(drop=True)
-        cols = _player_columns(df)
-        # demoparser2 repeats a player when a tick had several snapshots; the last one holds.
-        last = ~df.duplicated(["tick", "steamid"], keep="last").to_numpy()
-        tick = df["tick"].to_numpy(np.int64)[last]
+        return cls.from_windows([df])
+
+    @classmethod
+    def from_windows(cls, windows: Iterable[pd.DataFrame]) -> PlayerRows:
+        """Rows from parse_ticks answers for consecutive tick windows, in order.
+
+        Each window is made into compact numpy columns and dropped before the next is
+        parsed, so a long demo never has all of demoparser2's rows in memory at once; each
+        player's last values are carried into the next window (values are sent on change).
+        """
+        parts: list[dict[str, np.ndarray]] = []
+        carry: pd.DataFrame | None = None
+        for df in windows:
+            if df is None or not len(df) or "tick" not in df:
+                continue
+            if not df["tick"].is_monotonic_increasing:
+                df = df.sort_values("tick", kind="stable")
+            df = df.reset_index(drop=True)
+            cols, carry = _player_columns(df, carry)
+            # demoparser2 repeats a player when a tick had several snapshots; the last holds.
+            last = ~df.duplicated(["tick", "steamid"], keep="last").to_numpy()
+            part = {field: values[last] for field, values in cols.items()}
+            part["_tick"] = df["tick"].to_numpy(np.int64)[last]
+            part["_sid"] = df["steamid"].to_numpy(np.uint64)[last]
+            part["_name"] = df["name"].to_numpy(object)[last]
+            parts.append(part)
+            del df, cols
+        if not parts:
+            raise ValueError("no player rows")
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        tick = merged.pop("_tick")
         ticks, starts = np.unique(tick, return_index=True)
         bounds = np.append(starts, len(tick))
         return cls(
-            cols={field: values[last] for field, values in cols.items()},
+            cols={k: v for k, v in merged.items() if not k.startswith("_")},
             ticks=ticks,
             bounds=bounds,
             row_frame=np.repeat(np.arange(len(ticks)), np.diff(bounds)),
-            sid=df["steamid"].to_numpy(np.uint64)[last],
-            name=df["name"].to_numpy(object)[last],
+            sid=merged["_sid"],
+            name=merged["_name"],
         )
+
+    def name_weapons(
+        self, fire: pd.DataFrame | None, deaths: pd.DataFrame | None, held: pd.DataFrame
+    ) -> None:
+        """``actv_itm`` from the weapon entity in hand (``m_hActiveWeapon``, known every tick).
+
+        A weapon entity's item never changes, so its name, once the demo gives it (demoparser2's
+        ``active_weapon_name`` on any tick, a ``weapon_fire`` by the player holding it, or a
+        kill with a weapon held in hand), is the name for every tick that entity is in hand. A
+        player holding an entity whose name the demo never gives has "" (not the previous
+        weapon's name). ``held`` (grenade weapons with their owner, per tick) names a held
+        grenade by its entity index. The weapon in hand and the grenades a player owns on a
+        tick are in their inventory, so they are added to ``items`` where demoparser2's
+        inventory lacks them.
+        """
+        handle = self.cols["weapon_handle"]
+        named = self.cols.pop("weapon_named")
+        names: dict[float, str] = {}
+        for h, name in zip(
+            handle[named].tolist(), self.cols["actv_itm"][named].tolist(), strict=True
+        ):
+            names.setdefault(h, name)
+        for table, who in ((fire, "user_steamid"), (deaths, "attacker_steamid")):
+            if table is None or not len(table) or who not in table:
+                continue
+            rows = self.rows_at(table["tick"], table[who])
+            for r, weapon in zip(rows.tolist(), table["weapon"].tolist(), strict=True):
+                if r >= 0 and handle[r] == handle[r] and str(weapon) not in _NOT_IN_HAND:
+                    names.setdefault(handle[r], client_name(str(weapon)))
+        owned: dict[int, list[str]] = defaultdict(list)  # row -> grenades owned on its tick
+        if len(held):
+            rows = self.rows_at(held["tick"], held["steamid"], exact=True)
+            kinds = [_HELD_GRENADES.get(k, k) for k in held["grenade_type"].tolist()]
+            eids = held["grenade_entity_id"].tolist()
+            for r, kind, eid in zip(rows.tolist(), kinds, eids, strict=True):
+                if r < 0:
+                    continue
+                owned[r].append(kind)
+                h = handle[r]
+                if h == h and int(h) & _ENTITY_INDEX == int(eid):
+                    names.setdefault(h, kind)
+        active = [names.get(h, "") for h in handle.tolist()]
+        self.cols["actv_itm"] = np.array(active, dtype=object)
+        items = self.cols["items"]
+        # Equal inventories share one list; each (list, additions) pair is worked out once.
+        # The cache keeps the original lists alive, so their ids stay unique.
+        done: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[str]]] = {}
+        for r in range(len(active)):
+            extra = tuple(sorted(owned[r])) if r in owned else ()
+            if active[r]:
+                extra += (active[r],)
+            if not extra:
+                continue
+            key = (id(items[r]), extra)
+            if key not in done:
+                have, wanted = Counter(items[r]), Counter(owned.get(r, ()))
+                missing = wanted - have
+                if active[r] and not (have + wanted)[active[r]]:
+                    missing[active[r]] += 1
+                done[key] = (items[r], [*items[r], *missing.elements()] if missing else items[r])
+            items[r] = done[key][1]
+
+    def rows_at(self, event_ticks: Any, steamids: Any, exact: bool = False) -> np.ndarray:
+        """Row of each (tick, steam id) on the frame at or before the tick (``exact``: on
+        the tick itself); -1 where none."""
+        event_ticks = np.asarray(event_ticks, np.int64)
+        frames = np.searchsorted(self.ticks, event_ticks, side="right") - 1
+        # Steam ids come as strings, floats with NaN or uint64: exact ints, 0 where missing.
+        ints = [_steamid(v) for v in list(steamids)]
+        wanted = np.array([v or 0 for v in ints], dtype=np.uint64)
+        valid = np.array([v is not None for v in ints], dtype=bool) & (frames >= 0)
+        if exact:
+            valid &= self.ticks[np.clip(frames, 0, None)] == event_ticks
+        players, code = np.unique(self.sid, return_inverse=True)
+        at = np.clip(np.searchsorted(players, wanted), 0, len(players) - 1)
+        valid &= players[at] == wanted
+        keys = self.row_frame.astype(np.int64) * len(players) + code
+        order = np.argsort(keys, kind="stable")
+        query = np.where(valid, frames, 0).astype(np.int64) * len(players) + at
+        pos = np.clip(np.searchsorted(keys[order], query), 0, len(order) - 1)
+        found = valid & (keys[order][pos] == query)
+        return np.where(found, order[pos], -1)
 
     def frame_index(self, event_ticks: Any) -> np.ndarray:
         """Index of the frame an event goes on: the first frame at or after its tick."""
@@ -102,6 +222,11 @@ class PlayerRows:
 
     def position(self, sid: Any, tick: int, key: str) -> float | None:
         """Player ``sid``'s coordinate ``key`` on the last frame at or before ``tick``."""
+        return self.value(sid, tick, key)
+
+    def value(self, sid: Any, tick: int, key: str) -> float | None:
+        """Player ``sid``'s field ``key`` on the last frame at or before ``tick`` (None if
+        the player is not on it or the value is unknown)."""
         sid = nan_to_none(sid)
         if sid is None:
             return None
@@ -116,8 +241,15 @@ class PlayerRows:
         return None if value != value else value
 
 
-def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+def _player_columns(
+    df: pd.DataFrame, carry: pd.DataFrame | None
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """One filled column per field for a window's rows, and each player's last values
+    (``carry``: the previous window's, carried forward into this one)."""
     merged = pd.DataFrame(index=df.index)
+    weapon_named = (
+        df["active_weapon_name"].notna().to_numpy() if "active_weapon_name" in df else None
+    )
     for field, props in SOURCES.items():
         col = None
         for prop in props:
@@ -125,12 +257,17 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
                 col = df[prop] if col is None else col.where(col.notna(), df[prop])
         merged[field] = col if col is not None else pd.Series(np.nan, index=df.index)
     # Props are sent on change only: the last reported value holds until the next one.
-    by_player = merged.groupby(df["steamid"].to_numpy(), sort=False)
-    merged = by_player.ffill()
-    # Position before its first report: the first reported value (a one-tick move away).
-    merged[list(_POSITION)] = (
-        merged[list(_POSITION)].groupby(df["steamid"].to_numpy(), sort=False).bfill()
-    )
+    # Never a later value: before a position axis is first reported the player is left out.
+    steamid = df["steamid"].to_numpy(np.uint64)
+    ahead = 0
+    if carry is not None and len(carry):
+        ahead = len(carry)
+        merged = pd.concat([carry.drop(columns="_sid"), merged], ignore_index=True)
+        steamid = np.concatenate([carry["_sid"].to_numpy(np.uint64), steamid])
+    merged = merged.groupby(steamid, sort=False).ffill()
+    last = ~pd.Series(steamid).duplicated(keep="last").to_numpy()
+    carry = merged[last].assign(_sid=steamid[last]).reset_index(drop=True)
+    merged = merged.iloc[ahead:].reset_index(drop=True)
     cols: dict[str, np.ndarray] = {}
     for field in merged.columns:
         series = merged[field]
@@ -141,17 +278,44 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
         elif field in _BOOLS:
             cols[field] = series.astype(bool).to_numpy()
         elif field == "items":
-            cols[field] = np.array(
-                [v if isinstance(v, list) else [] for v in series.tolist()], dtype=object
-            )
+            cols[field] = _client_lists(series.tolist())
+        elif field == "actv_itm":
+            names = {v: client_name(v) for v in set(series.tolist())}
+            cols[field] = np.array([names[v] for v in series.tolist()], dtype=object)
         else:
             cols[field] = series.to_numpy()
+    cols["weapon_named"] = (
+        weapon_named if weapon_named is not None else np.zeros(len(df), dtype=bool)
+    )
+    cols["weapon_handle"] = cols["weapon_handle"].astype(float)
     cols["known"] = (
         ~np.isnan(cols["x"].astype(float))
         & ~np.isnan(cols["z"].astype(float))
         & ~np.isnan(cols["y"].astype(float))
     )
-    return cols
+    return cols, carry
+
+
+def _steamid(value: Any) -> int | None:
+    value = nan_to_none(value)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _client_lists(values: list[Any]) -> np.ndarray:
+    """Inventories in the client's names; each distinct list is translated once."""
+    seen: dict[tuple[str, ...], list[str]] = {}
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        key = tuple(v) if isinstance(v, list) else ()
+        if key not in seen:
+            seen[key] = [client_name(item) for item in key]
+        out[i] = seen[key]
+    return out
 
 
 @dataclass
@@ -191,9 +355,7 @@ class PlayerTable:
             "is_planting": is_planting[rows],
         }
         columns = [derived[f] if f in derived else c[f][rows] for f in PLAYER_FIELDS]
-        has_c4 = np.fromiter(
-            ("C4 Explosive" in items for items in c["items"][rows]), bool, len(rows)
-        )
+        has_c4 = np.fromiter(("C4" in items for items in c["items"][rows]), bool, len(rows))
         c4_rows = rows[has_c4]
         c4_carrier = {
             int(f): (players.name[r], int(players.sid[r]))

@@ -1,4 +1,4 @@
-"""Game-wide state per frame: freeze time, round starts, team names and round wins.
+"""Game-wide state per frame: freeze time, halftime, side switches, round starts, teams, wins.
 
 demoparser2 reports game-rules and team props on every player's row rather than once per
 tick, so each frame takes the first reported value among its rows and carries it forward.
@@ -14,6 +14,8 @@ import pandas as pd
 
 from processing.demo.players import PlayerRows
 
+_PHASE_HALFTIME = 4  # CCSGameRules.m_gamePhase: 2 first half, 3 second half, 4 halftime, 5 over
+
 
 @dataclass
 class Rounds:
@@ -25,6 +27,8 @@ class Rounds:
     ct_name: list[str]
     t_wins: list[int]
     ct_wins: list[int]
+    halftime: list[bool]
+    switch: list[bool]
 
     @classmethod
     def from_rows(cls, players: PlayerRows) -> Rounds:
@@ -36,6 +40,7 @@ class Rounds:
         prev = np.concatenate(([np.nan], rst[:-1]))
         t_name, t_wins = _team(players, 2)
         ct_name, ct_wins = _team(players, 3)
+        phase = _per_frame_first(players, c["game_phase"].astype(float)).to_numpy()
         return cls(
             freeze=freeze.where(freeze.notna(), False).astype(bool).tolist(),
             round_start=((rst != prev) & ~np.isnan(prev) & ~np.isnan(rst)).tolist(),
@@ -43,7 +48,25 @@ class Rounds:
             ct_name=ct_name,
             t_wins=t_wins,
             ct_wins=ct_wins,
+            halftime=(phase == _PHASE_HALFTIME).tolist(),
+            switch=_switches(players).tolist(),
         )
+
+
+def _switches(players: PlayerRows) -> np.ndarray:
+    """Frames on which the teams switched sides: every player seen on the frame before and on
+    this one who was T or CT went to the other side (at least one player)."""
+    n = len(players.ticks)
+    team = players.cols["team_num"]
+    order = np.lexsort((players.row_frame, players.sid))
+    same = players.sid[order][1:] == players.sid[order][:-1]
+    before, after = team[order][:-1], team[order][1:]
+    frame = players.row_frame[order][1:]
+    adjacent = same & (players.row_frame[order][:-1] == frame - 1)
+    sided = adjacent & np.isin(before, (2, 3)) & np.isin(after, (2, 3))
+    swapped = np.bincount(frame[sided & (before != after)], minlength=n)
+    stayed = np.bincount(frame[sided & (before == after)], minlength=n)
+    return (swapped > 0) & (stayed == 0)
 
 
 def _per_frame_first(players: PlayerRows, values: np.ndarray) -> pd.Series:

@@ -47,6 +47,10 @@ def generate_match(seed: int = 1, rounds: int = 24, tickrate: int = 64) -> Match
         parser=f"eeict synthetic v1 seed={seed} rounds={rounds}",
         synthetic=True,
         team_names={"t": first_t, "ct": next(c for c in CLANS if c != first_t)},
+        settings={
+            name: {"seconds": seconds, "from": "generator"}
+            for name, seconds in (("freeze_time", 15.0), ("round_time", 115.0), ("bomb_time", 40.0))
+        },
     )
     return MatchData(
         info=info,
@@ -59,8 +63,15 @@ def _frames(
     people: list[Person], plans: list[RoundPlan], seed: int, tickrate: int
 ) -> Iterator[Frame]:
     ids = itertools.count(1)
+    sides: list[str] | None = None
     for plan in plans:
-        yield from RoundRenderer(plan, people, float(tickrate), seed, ids).frames()
+        frames = iter(RoundRenderer(plan, people, float(tickrate), seed, ids).frames())
+        first = next(frames, None)
+        if first is not None:
+            first["switch"] = sides is not None and plan.sides != sides
+            yield first
+        sides = plan.sides
+        yield from frames
 
 
 __all__ = ["generate_match", "parameters_string"]

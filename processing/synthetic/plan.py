@@ -28,6 +28,7 @@ from processing.synthetic.weapons import (
     PISTOL,
     PISTOL_UPGRADE,
 )
+from processing.vocabulary import client_name
 
 FREEZE_S = 15.0
 ROUND_S = 115.0  # 1:55 of play after freeze time
@@ -78,7 +79,7 @@ class KillEvent:
     tick: int
     killer: int
     victim: int
-    weapon: str  # short (player_death) name
+    weapon: str  # the client's name (processing/vocabulary.py)
     is_hs: bool
     penetrations: int
     assister: int | None
@@ -221,7 +222,7 @@ def _buy(rng, side, money, load, mode, awper) -> tuple[Loadout, int]:
             new.armor, new.helmet = 100, True
         if side == "CT" and not new.kit and rng.random() < 0.6 and pay(KIT_COST):
             new.kit = True
-        wanted = ["Smoke Grenade", "Flashbang", FIRE_NADE[side], "High Explosive Grenade"]
+        wanted = ["Smoke Grenade", "Flashbang", FIRE_NADE[side], "HE Grenade"]
         for nade in wanted[: rng.randint(1, 4)]:
             if nade not in new.nades and pay(NADES[nade][1]):
                 new.nades.append(nade)
@@ -731,7 +732,7 @@ class MatchPlanner:
             health -= damage
         hits.append(Hit(tick, killer, victim, health))
         pen = 1 if rng.random() < 0.08 else 0
-        return KillEvent(tick, killer, victim, gun.kill_name, is_hs, pen, assister)
+        return KillEvent(tick, killer, victim, client_name(gun.kill_name), is_hs, pen, assister)
 
     def _burst(self, rng, ticks, tick, player, loads, live) -> list[tuple[int, int]]:
         gun = GUNS[loads[player].main()]

@@ -17,7 +17,7 @@ import numpy as np
 
 from processing.frames import Frame
 from processing.synthetic.plan import GUNS, Person, RoundPlan
-from processing.synthetic.weapons import C4, KNIFE, NADES
+from processing.synthetic.weapons import C4, FIRE_TYPES, KNIFE, NADES
 
 JUMP_S = 0.755  # airtime of a standing jump (jump impulse 301.99 u/s, gravity 800 u/s^2)
 JUMP_V, GRAVITY = 301.99, 800.0
@@ -213,7 +213,9 @@ class RoundRenderer:
                 "tick": tick,
                 "round_time": round(tick / rate, 4),
                 "round_start": k == 0,
+                "switch": False,  # set on a half's first frame by the match (it knows the halves)
                 "is_freeze": k < plan.live,
+                "is_halftime": False,  # the generated match has no halftime pause
                 "t": t_clan,
                 "ct": ct_clan,
                 "t_wins": wins[0],
@@ -224,6 +226,7 @@ class RoundRenderer:
                 "nades": nades.get(k),
                 "infernos": infernos.get(k),
                 "nade_event": events.get(k),
+                "nade_events": [events[k]] if k in events else None,
                 "bomb": bomb(k),
             }
 
@@ -324,7 +327,7 @@ class RoundRenderer:
             tz = throw.target[2]
             dist = math.hypot(tx - ox, ty - oy)
             det = t0 + max(span(0.7), min(span(2.2), span(dist / 750.0)))
-            fire = kind in ("molotov", "incendiary")
+            fire = kind in FIRE_TYPES
             while not fire and det in events:
                 det += 1
             if det >= self.n:
