@@ -233,6 +233,8 @@ async def test_a_whole_match_streams_live_replays_while_live_and_ends_as_a_recor
         last_live["team_t"]["score"], last_live["team_ct"]["score"]
     )  # fmt: skip
     assert 'eeict_ingest_errors_total{reason="unauthorized"} 2.0' in exposition
+    # The capture's halftime: frames in the intermission, then one switch of sides.
+    assert any(f["is_halftime"] for f in frames) and sum(f["switch"] for f in frames) == 1
 
 
 async def test_a_quiet_feed_is_stale_then_resumes_without_breaking_seq(tmp_path, capture):

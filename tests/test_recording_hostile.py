@@ -26,6 +26,7 @@ from processing.recording import (
     END_MAGIC,
     FORMAT_VERSION,
     MAGIC,
+    SCHEMA_VERSION,
     Recording,
     RecordingError,
     _checksum,
@@ -39,12 +40,13 @@ MiB = 1 << 20
 
 def good_meta(count: int, per_chunk: int, first_tick: int = 100) -> dict:
     return {
-        "format_version": FORMAT_VERSION, "schema_version": 1, "map": "de_mirage",
+        "format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, "map": "de_mirage",
         "tickrate": 64, "first_tick": first_tick, "last_tick": first_tick + count - 1,
         "frame_count": count, "duration_s": (count - 1) / 64, "frames_per_chunk": per_chunk,
         "teams": {"t": "A", "ct": "B"}, "roster": [{"sid": 1, "name": "p1", "team": "T"}],
         "round_starts": [first_tick], "source_file": "t.dem", "source_sha256": "0" * 64,
         "parser": "test", "synthetic": False, "created_at": "2026-01-01T00:00:00+00:00",
+        "events": [{"tick": first_tick, "type": "round_start"}],
     }  # fmt: skip
 
 

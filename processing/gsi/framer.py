@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from processing.frames import Frame, NadeEvent, Player, RosterEntry
+from processing.frames import Frame, Player, RosterEntry
 from processing.gsi.state import GameState, read_state
 from processing.gsi.tracker import Sample, StateTracker
 from processing.source import SourceInfo
@@ -67,7 +67,7 @@ class Framer:
         self._first_time = 0.0  # time of the first frame (set by the first post)
         self._tick = 0
         self._roster_seen: set[int] = set()
-        self._pending_nades: list[NadeEvent] = []
+        self._halftime_seen = False  # an intermission passed: the next live post switches sides
         self._unemitted: deque[tuple[float, Sample]] = deque()  # posts whose events are not out
 
     def add(self, payload: dict, received_at: float) -> None:
@@ -127,18 +127,26 @@ class Framer:
             at_b, b = later
             _interpolate(frame, a, b, (t - at_a) / (at_b - at_a))
         # Events of every post at or before t not yet out (normally just post a, once).
-        kills, shooting, round_start = [], [], False
+        kills, shooting, nades, round_start = [], [], [], False
+        switch = False
         while self._unemitted and self._unemitted[0][0] <= t:
             s = self._unemitted.popleft()[1]
             kills += s.kills
             shooting += s.shooting
+            nades += s.nade_events
             round_start = round_start or s.round_start
-            self._pending_nades += s.nade_events
+            if s.halftime:
+                self._halftime_seen = True
+            elif self._halftime_seen and s.live:
+                self._halftime_seen, switch = False, True
         frame["round_start"] = round_start
         frame["kills"] = kills or None
         frame["shooting"] = sorted(set(shooting)) or None
-        # Frames carry one nade_event; several revealed by one post go on consecutive frames.
-        frame["nade_event"] = self._pending_nades.pop(0) if self._pending_nades else None
+        # Every detonation revealed by these posts; the old client reads only the first.
+        frame["nade_events"] = nades or None
+        frame["nade_event"] = nades[0] if nades else None
+        frame["is_halftime"] = a.halftime
+        frame["switch"] = switch  # the first frame after halftime: the teams changed sides
         return frame  # type: ignore[return-value]
 
     def _describe(self, state: GameState) -> None:

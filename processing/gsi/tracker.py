@@ -31,6 +31,8 @@ class Sample:
     shooting: list[int] = field(default_factory=list)
     bomb_key: tuple[str, int | None] | None = None  # bomb (state, player): same key = same motion
     ended: bool = False  # map.phase gameover
+    halftime: bool = False  # map.phase intermission: the break before the sides switch
+    live: bool = False  # map.phase live
 
 
 class StateTracker:
@@ -80,6 +82,8 @@ class StateTracker:
             shooting=_shooting(state, prev),
             bomb_key=(state.bomb.state, state.bomb.player) if state.bomb else None,
             ended=state.map_phase == "gameover",
+            halftime=state.map_phase == "intermission",
+            live=state.map_phase == "live",
         )
         self.previous = state
         return sample
