@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         broadcaster.terminate()
         broadcaster.wait(10)
     keys = ("clients", "connected", "frames_per_s_per_client", "bytes_per_client_s", "lag_ms")
-    keys += ("gap_frames", "skips", "failed_clients", "loadtest_cpu_s", "loadtest_us_per_message")
+    keys += ("gap_frames", "skips", "failed_clients", "errors", "disconnects")
+    keys += ("loadtest_cpu_s", "loadtest_us_per_message")
     result = {key: summary[key] for key in keys}
     result |= {"encoding": args.encoding, "wall_s": round(wall, 1)}
     result["loadtest_core_share"] = round(summary["loadtest_cpu_s"] / wall, 2)
