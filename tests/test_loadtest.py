@@ -67,3 +67,34 @@ def test_lag_histogram_spreads_each_burst_over_its_frames():
     expected = [round(50 - i * 1000 / 64) for i in range(8)]
     assert sorted(results.lag_ms.elements()) == sorted(expected)
     assert results.late_frames == sum(lag > 0 for lag in (50 - i * 1000 / 64 for i in range(8)))
+
+
+class Frame:
+    """What picows hands a listener: a parsed binary WebSocket frame."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.msg_type = loadtest.BINARY
+        self.payload_size = len(payload)
+
+    def get_payload_as_memoryview(self) -> memoryview:
+        return memoryview(self.payload)
+
+
+@pytest.mark.parametrize("first_seq", [0, 200, 70_000, 2**33])
+@pytest.mark.parametrize("encoding", ["deflate", None])
+def test_subscriber_counts_frames_and_gaps_on_every_path(first_seq, encoding):
+    args = argparse.Namespace(
+        url="ws://127.0.0.1:1", stream="s", encoding="deflate", fields=None, every=1,
+        buffer=1.0, token="", duration=1.0,
+    )  # fmt: skip
+    run = loadtest.Run(args, 1)
+    subscriber = loadtest.Subscriber(run, slow=False)
+    subscriber.prefix = loadtest.ticks_prefix("match")
+    subscriber.seq_at = 1 + len(subscriber.prefix)
+    seqs = [first_seq + 8 * k for k in range(6) if k != 3]  # the burst at k=3 never comes
+    for seq in seqs:
+        message = encode_ticks({"stream": "match", "seq": seq}, 8, FRAME * 8, encoding)
+        subscriber.on_ws_frame(None, Frame(message))
+    assert run.results.frames == 8 * len(seqs) and run.results.messages == len(seqs)
+    assert run.results.gap_frames == 8 and subscriber.expected == first_seq + 48
