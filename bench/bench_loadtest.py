@@ -81,7 +81,9 @@ class Peer(asyncio.Protocol):
         self.peers.discard(self.transport)
 
 
-async def serve(port: int, recording: Recording, encoding: str | None) -> None:
+async def serve(port: int, recording: Recording, encoding: str | None, stats: Path) -> None:
+    """Broadcast forever; ``stats`` gets, once a second, how late the bursts went out (after
+    the write to the last socket), so the lag the clients see can be told apart from ours."""
     peers: set[asyncio.Transport] = set()
     epoch = time.time()
     stream = {"id": STREAM, "epoch": epoch, "rate": RATE, "burst": BURST}
@@ -92,7 +94,14 @@ async def serve(port: int, recording: Recording, encoding: str | None) -> None:
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Peer(peers, hello()), "127.0.0.1", port, backlog=4096)
-    seq = 0
+    async with server:
+        await broadcast(peers, epoch, recording, encoding, stats)
+
+
+async def broadcast(
+    peers: set[asyncio.Transport], epoch: float, recording: Recording, encoding, stats: Path
+) -> None:
+    seq, late_ms, written = 0, [], time.time()
     while True:
         await asyncio.sleep(max(0.0, epoch + seq / RATE - time.time()))
         start = seq % (recording.frame_count - BURST)
@@ -101,8 +110,18 @@ async def serve(port: int, recording: Recording, encoding: str | None) -> None:
         frame = protocol.binary_frame(message)
         for transport in list(peers):
             transport.write(frame)
+        if peers:
+            late_ms.append((time.time() - epoch - seq / RATE) * 1000)
+        if time.time() - written > 1 and late_ms:
+            write_stats(stats, late_ms)
+            written = time.time()
         seq += BURST
-    server.close()
+
+
+def write_stats(path: Path, late_ms: list[float]) -> None:
+    ordered = sorted(late_ms)
+    summary = {f"p{q}": round(ordered[int(q / 100 * (len(ordered) - 1))]) for q in (50, 99)}
+    path.write_text(json.dumps(summary))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         encoding = None if args.encoding == "none" else args.encoding
-        uvloop.run(serve(args.serve, Recording.open(args.recording), encoding))
+        stats = Path(f"/tmp/eeict-bench-broadcaster-{args.serve}.json")
+        uvloop.run(serve(args.serve, Recording.open(args.recording), encoding, stats))
         return 0
     port = free_port()
     command = [sys.executable, __file__, "--serve", str(port), "--recording", str(args.recording)]
@@ -135,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         server_cpu = cpu_seconds(broadcaster.pid) - server_before
         summary = json.loads(report.read_text())
         report.unlink()
+        stats = Path(f"/tmp/eeict-bench-broadcaster-{port}.json")
+        broadcaster_late = json.loads(stats.read_text()) if stats.exists() else None
+        stats.unlink(missing_ok=True)
     finally:
         broadcaster.terminate()
         broadcaster.wait(10)
@@ -145,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     result |= {"encoding": args.encoding, "wall_s": round(wall, 1)}
     result["loadtest_core_share"] = round(summary["loadtest_cpu_s"] / wall, 2)
     result["broadcaster_core_share"] = round(server_cpu / wall, 2)
+    result["broadcaster_late_ms"] = broadcaster_late  # of the last burst written, per burst
     print(json.dumps(result, indent=1))
     return 0
 
