@@ -14,6 +14,7 @@ fetch ranges that line up with them. The codec choice is in docs/protocol.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -204,6 +205,40 @@ def stored_chunks(source: str, recordings: list[Recording], samples: int) -> lis
     ]  # fmt: skip
 
 
+RADAR = "players.x,players.y,players.view_x,players.hp,players.team,bomb,nades,infernos"
+
+
+def shaped(source: str, recordings: list[Recording], samples: int) -> list[dict]:
+    """What building a radar-shaped burst of 8 costs (decode, keep the fields, re-encode,
+    deflate) and how small it gets, against the full burst."""
+    from server.streams.encoding import ConnectionOptions, encode_ticks, shape_frames
+
+    shape = ConnectionOptions.parse({"fields": RADAR}).shape
+    chosen = units(recordings, 8, samples)
+    full = radar = 0
+    shape_us, deflate_us = [], []
+    for recording, start in chosen:
+        frames = recording.frames_bytes(start, start + 8)
+        (data, count), cost = timed(lambda f: shape_frames(f, 8, shape), frames)
+        shape_us.append(cost)
+        envelope = {"stream": "s", "seq": start}
+        message, cost = timed(
+            functools.partial(encode_ticks, envelope, count, encoding="deflate"), data
+        )
+        deflate_us.append(cost)
+        radar += len(message)
+        full += len(encode_ticks({"stream": "s", "seq": start}, 8, frames, "deflate"))
+    n = len(chosen)
+    return [
+        {
+            "source": source, "bursts": n, "full_deflate_bytes_per_frame": round(full / n / 8),
+            "radar_deflate_bytes_per_frame": round(radar / n / 8),
+            "shape_us": round(statistics.median(shape_us)),
+            "deflate_us": round(statistics.median(deflate_us)),
+        }
+    ]  # fmt: skip
+
+
 def table(rows: list[dict]) -> str:
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
@@ -218,16 +253,20 @@ def main(argv: list[str] | None = None) -> int:
             "demos": demo_recordings(args, Path(work)),
             "generated": [generated_recording(args.rounds)],
         }
-        rows, chunk_rows = [], []
+        rows, chunk_rows, shape_rows = [], [], []
         for source, recordings in sources.items():
             rows += measure(source, recordings, args.samples)
             chunk_rows += stored_chunks(source, recordings, args.samples)
+            shape_rows += shaped(source, recordings, args.samples)
     print("Ratio (plain / compressed) and median cost per unit, microseconds:\n")
     print(table(rows))
     print("\nFetch messages of 256 frames lined up with the stored chunks (per message):\n")
     print(table(chunk_rows))
+    print(f"\nRadar-shaped bursts of 8 (fields={RADAR}), per burst:\n")
+    print(table(shape_rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"codecs": rows, "stored_chunks": chunk_rows}))
+        results = {"codecs": rows, "stored_chunks": chunk_rows, "radar_shape": shape_rows}
+        Path(args.json).write_text(json.dumps(results))
     return 0
 
 

@@ -5,7 +5,9 @@ Opens ``/replay/<recording>``, sends ``fetch`` with a credit of N frames, grants
 as frames are written, and checks the frame count against ``fetch_end``. If the connection
 drops, it reconnects and fetches again with ``resume_after`` = the last tick written, so every
 tick lands in the file exactly once. Frames are written as a msgpack stream (the server's own
-bytes, one map per frame) or as JSON lines.
+bytes, one map per frame) or as JSON lines. It asks for compressed messages
+(``?encoding=deflate``: raw DEFLATE, inflated with zlib, the frames' bytes unchanged);
+``--encoding none`` asks for plain ones.
 
     python client_examples/fetch_recording.py --url ws://127.0.0.1:8080 generated --out g.msgpack
 """
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import json
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -53,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--credit", type=int, default=1024, help="frames in flight at most (default 1024)"
     )
+    parser.add_argument(
+        "--encoding", choices=("deflate", "none"), default="deflate",
+        help="ask for compressed messages (default) or plain frames",
+    )  # fmt: skip
     parser.add_argument("--token", default="", help="bearer token when the server has one")
     args = parser.parse_args(argv)
     if args.credit < 1:
@@ -61,26 +68,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def frames_raw(data: bytes) -> tuple[dict[str, Any], Iterator[bytes]]:
-    """A ``ticks`` message's envelope and the exact bytes of each frame, without re-encoding
-    (the server puts ``frames`` last)."""
+    """A ``ticks`` message's envelope and the exact bytes of each frame, without re-encoding.
+
+    Plain messages put the ``frames`` array last; compressed ones put ``data`` last: raw
+    DEFLATE of one msgpack array of ``count`` frames (docs/protocol.md).
+    """
     unpacker = msgpack.Unpacker()
     unpacker.feed(data)
     fields: dict[str, Any] = {}
-    count = 0
     for _ in range(unpacker.read_map_header()):
         key = unpacker.unpack()
         if key == "frames":
-            count = unpacker.read_array_header()
-            break
+            return fields, _each_frame(data, unpacker, unpacker.read_array_header())
         fields[key] = unpacker.unpack()
+    if "data" not in fields:
+        return fields, iter(())
+    if fields.get("encoding") != "deflate":
+        raise FetchError(f"ticks in an encoding this client does not read: {fields['encoding']}")
+    inflated = zlib.decompress(fields.pop("data"), wbits=-15)
+    frames = msgpack.Unpacker()
+    frames.feed(inflated)
+    count = frames.read_array_header()
+    if count != fields["count"]:
+        raise FetchError(f"ticks say {fields['count']} frames but hold {count}")
+    return fields, _each_frame(inflated, frames, count)
 
-    def each() -> Iterator[bytes]:
-        for _ in range(count):
-            start = unpacker.tell()
-            unpacker.skip()
-            yield data[start : unpacker.tell()]
 
-    return fields, each()
+def _each_frame(data: bytes, unpacker: msgpack.Unpacker, count: int) -> Iterator[bytes]:
+    """The next ``count`` objects of ``unpacker`` (fed with ``data``) as their own bytes."""
+    for _ in range(count):
+        start = unpacker.tell()
+        unpacker.skip()
+        yield data[start : unpacker.tell()]
 
 
 class Writer:
@@ -148,6 +167,8 @@ async def fetch_once(
 
 async def fetch(args: argparse.Namespace, out: IO[bytes]) -> Progress:
     url = f"{args.url.rstrip('/')}/replay/{args.recording}"
+    if args.encoding != "none":
+        url += f"?encoding={args.encoding}"
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     progress = Progress()
     with tqdm(unit="tick", desc=args.recording, file=sys.stderr) as bar:

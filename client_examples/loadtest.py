@@ -154,7 +154,7 @@ def stream_url(args: argparse.Namespace) -> str:
 # A msgpack unsigned int by its first byte: (struct of the value, bytes it takes in all).
 UINTS = {0xCC: (struct.Struct(">B"), 2), 0xCD: (struct.Struct(">H"), 3)}
 UINTS |= {0xCE: (struct.Struct(">I"), 5), 0xCF: (struct.Struct(">Q"), 9)}
-UINT32 = UINTS[0xCE][0]
+SEQ_WIDTHS = {0xCD: UINTS[0xCD], 0xCE: UINTS[0xCE]}  # the seqs of a running stream
 ARRAYS = {0xDC: struct.Struct(">H"), 0xDD: struct.Struct(">I")}
 MAX_COUNT = 1023  # frames of one burst in the lag histogram's key (the server sends <= 256)
 HEAD = 64  # bytes of a message copied to read its envelope; seq and count come well before
@@ -263,17 +263,13 @@ class Subscriber(WSListener):
         arrival = time.time()
         results.messages += 1
         head = frame.get_payload_as_memoryview()[:HEAD].tobytes()
-        at = self.seq_at  # the common case inline: a 4-byte seq, then a small count
-        if (
-            len(head) > at + 11
-            and head[at] == 0xCE
-            and head.startswith(self.prefix, 1)
-            and head.startswith(COUNT_KEY, at + 5)
-            and head[at + 11] < 0x80
-        ):
-            seq, count = UINT32.unpack_from(head, at + 1)[0], head[at + 11]
-        else:
-            count = -1
+        at = self.seq_at  # the common case inline: a 2- or 4-byte seq, then a small count
+        width = SEQ_WIDTHS.get(head[at]) if len(head) > at + 11 else None
+        count = -1
+        if width is not None and head.startswith(self.prefix, 1):
+            kind, after = width
+            if head.startswith(COUNT_KEY, at + after) and head[at + after + 6] < 0x80:
+                seq, count = kind.unpack_from(head, at + 1)[0], head[at + after + 6]
         if count < 0:
             parsed = ticks_seq_count(head, self.prefix)
             if parsed is None:

@@ -5,6 +5,9 @@ A reference client for docs/protocol.md: frames go into a deque as they arrive a
 when the server clock reaches their time (``epoch + seq / rate``); one status line a second
 shows how that is going. When the connection drops, it reconnects with exponential backoff and
 resumes with ``resume_seq`` = last seq + 1, so no frame is lost (or a ``skip`` says how many).
+It asks for compressed bursts (``?encoding=deflate``, raw DEFLATE, inflated with zlib);
+``--encoding none`` asks for plain frames. A server that does not compress sends plain frames
+either way, and both are read.
 
     python client_examples/subscribe.py --url ws://127.0.0.1:8080 --stream generated
 """
@@ -16,6 +19,7 @@ import asyncio
 import random
 import sys
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,8 +92,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--duration", type=seconds, default=0.0, help="seconds to run, 0 = forever (default)"
     )
+    parser.add_argument(
+        "--encoding", choices=("deflate", "none"), default="deflate",
+        help="ask for compressed bursts (default) or plain frames",
+    )  # fmt: skip
     parser.add_argument("--token", default="", help="bearer token when the server has one")
     return parser.parse_args(argv)
+
+
+def tick_frames(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The frames of a ``ticks`` message: a plain ``frames`` array, or ``data`` holding one
+    msgpack array of ``count`` frames compressed with raw DEFLATE (docs/protocol.md)."""
+    if "frames" in message:
+        return message["frames"]
+    if message.get("encoding") != "deflate":
+        raise ValueError(
+            f"ticks in an encoding this client does not read: {message.get('encoding')}"
+        )
+    frames = msgpack.unpackb(zlib.decompress(message["data"], wbits=-15))
+    if len(frames) != message["count"]:
+        raise ValueError(f"ticks say {message['count']} frames but hold {len(frames)}")
+    return frames
 
 
 async def subscribe(
@@ -120,7 +143,7 @@ async def receive(ws: ClientConnection, player: Player, buffer_s: float) -> int 
             await subscribe(ws, message, player, buffer_s)
         elif kind == "ticks":
             player.streaming = True
-            for i, frame in enumerate(message["frames"]):
+            for i, frame in enumerate(tick_frames(message)):
                 seq = message["seq"] + i
                 if player.last_seq is None or seq > player.last_seq:
                     player.buffer.append((seq, frame))
@@ -151,6 +174,8 @@ async def connection_loop(args: argparse.Namespace, player: Player) -> int:
     The backoff resets only once frames arrived: a server that accepts the handshake and then
     closes at once (1013 server full) is retried ever more slowly, not twice a second."""
     url = f"{args.url.rstrip('/')}/live/{args.stream}"
+    if args.encoding != "none":
+        url += f"?encoding={args.encoding}"
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     backoff = 0.5
     while True:

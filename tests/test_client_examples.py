@@ -14,11 +14,15 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
-from server_process import ServerProcess, server_process, write_match
+from server_process import ServerProcess, match_frames, server_process, write_match
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
 
 from processing.recording import Recording
+from server.streams.encoding import ConnectionOptions, encode_ticks
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "client_examples"
@@ -315,3 +319,157 @@ def test_node_subscribe_exits_2_on_what_retrying_cannot_fix(server, args):
         cwd=NODE, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
+
+
+# -- compressed ticks, from a loopback server that sends what server/streams/encoding.py makes --
+
+
+class FakeServer:
+    """A tiny WebSocket server on 127.0.0.1 playing the server's side of one script.
+
+    Live: hello, wait for subscribe, then the ticks of ``bursts`` [(seq, count)], compressed
+    when the client asked for ``?encoding=deflate``, plain otherwise; then it keeps the
+    connection open (``end=False``) or sends ``end``. Replay: answers one fetch with credit
+    flow control. It records each connection's path.
+    """
+
+    def __init__(self, frames: list[bytes], bursts=(), end: bool = False) -> None:
+        self.frames, self.bursts, self.end = frames, list(bursts), end
+        self.paths: list[str] = []
+        self.sent_frames = 0
+        self.server = None
+
+    async def __aenter__(self) -> FakeServer:
+        self.server = await serve(self.handle, "127.0.0.1", 0, compression=None)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def ticks(self, seq: int, count: int, encoding: str | None, **extra) -> bytes:
+        data = b"".join(self.frames[seq % len(self.frames) + i] for i in range(count))
+        self.sent_frames += count
+        return encode_ticks({"stream": "fake", "seq": seq, **extra}, count, data, encoding)
+
+    async def handle(self, ws) -> None:
+
+        path, _, query = ws.request.path.partition("?")
+        self.paths.append(ws.request.path)
+        encoding = ConnectionOptions.parse(dict(p.split("=", 1) for p in query.split("&") if p))
+        encoding = encoding.encoding
+        stream = {"id": "fake", "epoch": time.time() - 3600, "rate": 64.0, "first_tick": 1000}
+        stream["last_tick"] = msgpack.unpackb(self.frames[-1])["tick"]
+        hello = {"type": "hello", "server_time": time.time(), "max_buffer": 1920, "stream": stream}
+        await ws.send(msgpack.packb(hello))
+        try:
+            request = msgpack.unpackb(await ws.recv())
+            if path.startswith("/live/"):
+                assert request["type"] == "subscribe"
+                for seq, count in self.bursts:
+                    await ws.send(self.ticks(seq, count, encoding))
+                if self.end:
+                    await ws.send(msgpack.packb({"type": "end", "stream": "fake", "seq": 0}))
+            else:
+                await self.fetch(ws, request, encoding)
+            await ws.wait_closed()
+        except ConnectionClosed:
+            pass
+
+    async def fetch(self, ws, request: dict, encoding: str | None) -> None:
+        assert request["type"] == "fetch" and "resume_after" not in request
+        credit, start = request["credit"], 0
+        while start < len(self.frames):
+            while credit <= 0:
+                credit += msgpack.unpackb(await ws.recv())["frames"]
+            count = min(credit, 100, len(self.frames) - start)
+            await ws.send(self.ticks(start, count, encoding, fetch=request["id"]))
+            start, credit = start + count, credit - count
+        end = {"type": "fetch_end", "stream": "fake", "fetch": request["id"], "count": start}
+        await ws.send(msgpack.packb(end))
+
+
+def encoded_frames(count: int) -> list[bytes]:
+    import msgpack
+
+    return [msgpack.packb(frame) for frame in match_frames(count)]
+
+
+async def run_client(command: list[str]) -> tuple[int, str]:
+    """Run a client to its end (at most 60 s); its exit code and output."""
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with asyncio.timeout(60):
+            output, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, output.decode()
+
+
+@pytest.mark.parametrize("language", ["python", "node"])
+@pytest.mark.parametrize("encoding", ["deflate", "none"])
+async def test_subscribe_reads_compressed_and_plain_ticks(language, encoding):
+    if language == "node":
+        _require_node()
+        command = ["node", str(NODE / "subscribe.mjs")]
+    else:
+        command = [sys.executable, str(EXAMPLES / "subscribe.py")]
+    frames = encoded_frames(200)
+    bursts = [(seq, 8) for seq in range(0, 160, 8)]  # all due at once: the epoch is an hour ago
+    async with FakeServer(frames, bursts) as fake:
+        command += ["--url", fake.url, "--stream", "fake", "--duration", "2.5"]
+        code, output = await run_client([*command, "--encoding", encoding])
+    assert code == 0, output
+    expected_query = "?encoding=deflate" if encoding == "deflate" else ""
+    assert fake.paths == [f"/live/fake{expected_query}"]
+    last_tick = msgpack.unpackb(frames[159])["tick"]
+    # The frame on screen is the last one sent: its tick came out of the inflated data.
+    assert re.search(rf"^tick\s+{last_tick}\s+seq\s+159\b", output, re.M), output
+
+
+async def test_fetch_recording_writes_the_same_bytes_from_compressed_messages(tmp_path):
+    frames = encoded_frames(700)
+    async with FakeServer(frames) as fake:
+        out = tmp_path / "all.msgpack"
+        command = [sys.executable, str(EXAMPLES / "fetch_recording.py"), "--url", fake.url]
+        command += ["fake", "--credit", "150", "--out", str(out)]
+        code, output = await run_client(command)
+    assert code == 0, output
+    assert fake.paths == ["/replay/fake?encoding=deflate"]
+    assert out.read_bytes() == b"".join(frames)  # the frames' own bytes, through deflate
+    assert "700 frames" in output
+
+
+@pytest.mark.parametrize(
+    ("encoding", "first_seq"), [("deflate", 100_000), ("deflate", 5), ("none", 100_000)]
+)
+async def test_loadtest_counts_compressed_bursts_and_seq_gaps(tmp_path, encoding, first_seq):
+    frames = encoded_frames(300)
+    # Bursts of 8 from first_seq; one burst of 8 is never sent (a gap), one is sent twice.
+    seqs = [first_seq + 8 * k for k in range(20)]
+    bursts = [(s, 8) for s in seqs[:10] + seqs[11:15] + seqs[14:]]
+    async with FakeServer(frames, bursts, end=True) as fake:
+        report = tmp_path / "load.json"
+        command = [sys.executable, str(EXAMPLES / "loadtest.py"), "--url", fake.url]
+        command += ["--stream", "fake", "-n", "3", "--duration", "3", "--json", str(report)]
+        code, output = await run_client([*command, "--encoding", encoding])
+    assert code == 0, output
+    summary = json.loads(report.read_text())
+    sent = 8 * len(bursts)
+    assert summary["frames"] == 3 * sent and summary["messages"] == 3 * (2 + len(bursts))
+    assert summary["gap_frames"] == 3 * 8 and summary["repeated_frames"] == 3 * 8
+    assert summary["failed_clients"] == 0 and summary["disconnects"] == {}
+    # The epoch is an hour ago: every frame but each client's first is late, by an hour less
+    # its seq's time; a few seconds of slack for this test's own run.
+    assert summary["late_frames"] == 3 * (sent - 1)
+    expected_ms = (3600 - (first_seq + 80) / 64) * 1000
+    assert abs(summary["lag_ms"]["p50"] - expected_ms) < 10_000, summary["lag_ms"]
+    assert fake.paths == [f"/live/fake{'?encoding=deflate' if encoding == 'deflate' else ''}"] * 3

@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // Subscribe to an EEICT Stream live stream and print one status line a second; reconnect with
 // backoff and resume with resume_seq like subscribe.py. Protocol: docs/protocol.md. Same
-// msgpack decoder as the browser radar (@msgpack/msgpack).
+// msgpack decoder as the browser radar (@msgpack/msgpack). Asks for compressed bursts
+// (?encoding=deflate: raw DEFLATE, inflated with node:zlib) unless --encoding none.
 import { parseArgs } from "node:util";
+import { inflateRawSync } from "node:zlib";
 import { decode, encode } from "@msgpack/msgpack";
 import WebSocket from "ws";
 
 const HELP = `usage: node subscribe.mjs [--url ws://127.0.0.1:8080] [--stream generated]
                           [--buffer SECONDS] [--duration SECONDS] [--token TOKEN]
+                          [--encoding deflate|none]
 
 Subscribes to /live/<stream>, keeps --buffer seconds of frames, plays them when the server
 clock reaches epoch + seq / rate, and prints tick, buffer depth and lag once a second. When
@@ -19,6 +22,7 @@ Exits 2 when the stream does not exist or the server refuses us (HTTP 401/403/40
   --buffer SECONDS   frames to hold ahead (default 1)
   --duration SECONDS stop after this long, 0 = forever (default 0)
   --token TOKEN      bearer token when the server has one
+  --encoding NAME    deflate: ask for compressed bursts (default); none: plain frames
   -h, --help         show this help`;
 const MAX_BACKOFF_MS = 10_000;
 
@@ -36,6 +40,7 @@ try {
       buffer: { type: "string", default: "1" },
       duration: { type: "string", default: "0" },
       token: { type: "string", default: "" },
+      encoding: { type: "string", default: "deflate" },
       help: { type: "boolean", short: "h", default: false },
     },
   }));
@@ -51,10 +56,21 @@ const seconds = (name) => {
   if (opts[name].trim() === "" || !(value >= 0)) usageError(`--${name} must be a number >= 0, got "${opts[name]}"`);
   return value;
 };
+if (!["deflate", "none"].includes(opts.encoding)) usageError(`--encoding must be deflate or none, got "${opts.encoding}"`);
 const bufferS = seconds("buffer");
 const durationS = seconds("duration");
 
-const url = `${opts.url.replace(/\/+$/, "")}/live/${encodeURIComponent(opts.stream)}`;
+const query = opts.encoding === "none" ? "" : `?encoding=${opts.encoding}`;
+const url = `${opts.url.replace(/\/+$/, "")}/live/${encodeURIComponent(opts.stream)}${query}`;
+
+// The frames of a ticks message: a plain array, or data = raw DEFLATE of one msgpack array.
+function tickFrames(msg) {
+  if (msg.frames) return msg.frames;
+  if (msg.encoding !== "deflate") throw new Error(`ticks in an unknown encoding: ${msg.encoding}`);
+  const frames = decode(inflateRawSync(msg.data));
+  if (frames.length !== msg.count) throw new Error(`ticks say ${msg.count} frames but hold ${frames.length}`);
+  return frames;
+}
 const headers = opts.token ? { Authorization: `Bearer ${opts.token}` } : {};
 const buffer = []; // [seq, frame], oldest first
 let rate = 64;
@@ -98,7 +114,7 @@ function open() {
         break;
       case "ticks":
         streaming = true;
-        msg.frames.forEach((frame, i) => {
+        tickFrames(msg).forEach((frame, i) => {
           const seq = msg.seq + i;
           if (lastSeq !== null && seq <= lastSeq) return; // already have it
           buffer.push([seq, frame]);

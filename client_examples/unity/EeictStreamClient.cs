@@ -2,6 +2,8 @@
 // Needs NativeWebSocket (endel/NativeWebSocket) and MessagePack-CSharp; see README.md.
 using System;
 using System.Collections.Generic;
+using System.IO;
+using System.IO.Compression;
 using MessagePack;
 using NativeWebSocket;
 using UnityEngine;
@@ -43,7 +45,10 @@ public class EeictMessage
 {
     [Key("type")] public string Type;
     [Key("seq")] public long Seq;
-    [Key("frames")] public List<EeictFrame> Frames;      // ticks
+    [Key("frames")] public List<EeictFrame> Frames;      // ticks, plain
+    [Key("count")] public int Count;                     // ticks, compressed: frames in data
+    [Key("encoding")] public string Encoding;            // ticks, compressed: "deflate"
+    [Key("data")] public byte[] Data;                    // ticks, compressed: raw DEFLATE of the frames array
     [Key("to_seq")] public long ToSeq;                   // skip: the next frame you get
     [Key("skipped")] public long? Skipped;               // skip (nil when not countable)
     [Key("reason")] public string Reason;                // skip
@@ -72,6 +77,7 @@ public class EeictStreamClient : MonoBehaviour
     public string serverUrl = "ws://127.0.0.1:8080";
     public string stream = "generated";
     public float bufferSeconds = 1f;
+    public bool compressed = true;  // ask for raw-DEFLATE bursts (?encoding=deflate): ~1/10 the bytes
 
     public EeictFrame Current { get; private set; }  // the frame on screen
 
@@ -89,7 +95,8 @@ public class EeictStreamClient : MonoBehaviour
 
     async void Start()
     {
-        socket = new WebSocket($"{serverUrl.TrimEnd('/')}/live/{stream}");
+        var query = compressed ? "?encoding=deflate" : "";
+        socket = new WebSocket($"{serverUrl.TrimEnd('/')}/live/{stream}{query}");
         socket.OnMessage += OnMessage;
         socket.OnError += error => Debug.LogWarning($"EEICT: {error}");
         socket.OnClose += code => Debug.Log($"EEICT: closed ({code})");
@@ -120,11 +127,12 @@ public class EeictStreamClient : MonoBehaviour
                 socket.Send(MessagePackSerializer.Serialize(subscribe));
                 break;
             case "ticks":
-                for (var i = 0; i < msg.Frames.Count; i++)
+                var frames = msg.Frames ?? Inflate(msg);
+                for (var i = 0; i < frames.Count; i++)
                 {
                     var seq = msg.Seq + i;
                     if (seq <= lastSeq) continue;  // already have it
-                    buffer.Enqueue((seq, msg.Frames[i]));
+                    buffer.Enqueue((seq, frames[i]));
                     lastSeq = seq;
                 }
                 break;
@@ -140,6 +148,22 @@ public class EeictStreamClient : MonoBehaviour
                 Debug.LogWarning($"EEICT error {msg.Code}: {msg.Message}");
                 break;
         }
+    }
+
+    // Compressed ticks: data is raw DEFLATE (RFC 1951, no zlib header: what DeflateStream reads)
+    // of one msgpack array of Count frames.
+    static List<EeictFrame> Inflate(EeictMessage msg)
+    {
+        if (msg.Encoding != "deflate")
+            throw new InvalidDataException($"ticks in an unknown encoding: {msg.Encoding}");
+        using var input = new MemoryStream(msg.Data);
+        using var inflater = new DeflateStream(input, CompressionMode.Decompress);
+        using var output = new MemoryStream();
+        inflater.CopyTo(output);
+        var frames = MessagePackSerializer.Deserialize<List<EeictFrame>>(output.ToArray(), Options);
+        if (frames.Count != msg.Count)
+            throw new InvalidDataException($"ticks say {msg.Count} frames but hold {frames.Count}");
+        return frames;
     }
 
     void Update()

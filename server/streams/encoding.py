@@ -22,9 +22,9 @@ from server import protocol
 
 DEFLATE = "deflate"
 ENCODINGS = (DEFLATE,)  # "none" (or no parameter) means today's plain messages
-# A live burst is compressed once for all its subscribers: level 6 (8 frames 11-14x smaller in
-# 0.15-0.3 ms). A fetch message is compressed for one client: level 1 (256 frames 18-24x in 1-3 ms,
-# a third of level 6's cost). Numbers: bench/bench_codecs.py, docs/protocol.md.
+# A live burst is compressed once for all its subscribers: level 6 (8 frames 10.5-14x smaller in
+# 0.1-0.25 ms). A fetch message is compressed for one client: level 1 (256 frames 18-22x in
+# 0.75-1.9 ms, a third of level 6's cost). Numbers: bench/bench_codecs.py, docs/protocol.md.
 DEFLATE_LEVEL = 6
 FETCH_DEFLATE_LEVEL = 1
 MAX_EVERY = 64  # one frame a second at 64 Hz
@@ -75,7 +75,8 @@ class ConnectionOptions:
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> ConnectionOptions:
-        """Options from the URL query (other parameters, e.g. ``token``, are ignored).
+        """Options from the URL query, one value per name (``dict(parse_qsl(query))``); other
+        parameters, e.g. ``token``, are ignored.
 
         Raises OptionError naming the bad parameter and what is allowed.
         """
