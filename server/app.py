@@ -51,6 +51,8 @@ WRITE_LIMIT = 256 * 1024
 MISS_RESCAN_S = 1.0  # a request for an unknown recording rescans at most this often
 # Client messages are tiny: incoming data a connection can hold is max_size x max_queue.
 MAX_QUEUE = 4
+# Connections waiting to be accepted: thousands of clients ramping up must not overflow it.
+LISTEN_BACKLOG = 4096
 
 
 class App:
@@ -81,7 +83,7 @@ class App:
         config = self.config
         self._http = web.AppRunner(http_app.build(self), access_log=None)
         await self._http.setup()
-        site = web.TCPSite(self._http, config.host, config.http_port)
+        site = web.TCPSite(self._http, config.host, config.http_port, backlog=LISTEN_BACKLOG)
         await site.start()
         self.http_port = self._http.addresses[0][1]
         self._server = await serve(
@@ -97,6 +99,7 @@ class App:
             ping_timeout=20,
             close_timeout=SHUTDOWN_CLOSE_TIMEOUT,
             server_header=protocol.SERVER_NAME,
+            backlog=LISTEN_BACKLOG,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info(

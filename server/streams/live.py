@@ -14,7 +14,7 @@ on a clock or a match in play.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server import protocol
@@ -291,6 +291,10 @@ class LiveStream:
             allowed = min(allowed, available)
         queued = sub.sink.buffered()  # plus what this call adds to the outbox
         sent_any = False
+        if sub.fresh and sub.options.shape.every > 1 and sub.next_seq < allowed:
+            # The current frame at once whatever its seq: every-Nth starts from full state.
+            queued += self._send(sub, sub.next_seq, sub.next_seq + 1, now, whole=True)
+            sent_any = True
         while sub.next_seq < allowed:
             stop = (sub.next_seq // self.burst + 1) * self.burst
             if end is not None:
@@ -318,13 +322,19 @@ class LiveStream:
         sub.due = max(playhead + 1, self._last_step + 1, next_stop - 1 - sub.buffer)
         self._due.setdefault(sub.due, []).append(sub)
 
-    def _send(self, sub: LiveSubscriber, start: int, stop: int, now: float) -> int:
-        """Queue frames [start, stop) for ``sub``; returns the message size."""
-        data, frames = self.burst_bytes(start, stop, sub.options)
+    def _send(
+        self, sub: LiveSubscriber, start: int, stop: int, now: float, whole: bool = False
+    ) -> int:
+        """Queue frames [start, stop) for ``sub``; returns the message size. ``whole``: every
+        frame of the range, whatever the subscriber's every-Nth."""
+        options = sub.options
+        if whole:
+            options = replace(options, shape=replace(options.shape, every=1))
+        data, frames = self.burst_bytes(start, stop, options)
         sub.next_seq = stop
         if frames == 0:  # every Nth frame: none of these
             return 0
-        variant = self._variants.setdefault(sub.options, len(self._variants))
+        variant = self._variants.setdefault(options, len(self._variants))
         self._queue((start, _BURST, stop, variant), data, sub.sink)
         self.metrics.sent(self.id, frames, len(data))
         due_time = self.feed.time_of(max(start, stop - 1 - sub.buffer))
