@@ -59,6 +59,9 @@ class Entry:
             "players": meta["roster"],
             "synthetic": meta["synthetic"],
             "source_file": meta["source_file"],
+            # The match's settings (seconds; None where the source does not say).
+            **{key: meta.get(key) for key in ("freeze_time", "round_time", "bomb_time")},
+            "events": f"/recordings/{self.id}/events",
             "size_bytes": self.recording.size,
         }
 
