@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
-#   make serve   install, then run the server on its built-in generated match (port 8080)
-#   make test    install (with the test tools, Chromium and Node packages), then run the tests
+#   make serve   install, then run the server on its built-in generated match (WebSocket :8080,
+#                HTTP :8081)
+#   make test    install (with the test tools, Chromium, redis-server and Node packages), then
+#                run the tests
 
 PYTHON ?= python3
 VENV := .venv
