@@ -32,9 +32,9 @@ from server.follower import Follower, follow_broker
 from server.ingest import Ingest
 from server.legacy import serve_legacy
 from server.live_driver import LiveDriver
-from server.live_session import serve_live
+from server.live_session import LiveSession
 from server.metrics import Metrics
-from server.replay_session import serve_replay
+from server.replay_session import ReplaySession
 from server.streams.encoding import ConnectionOptions
 from server.streams.live import LiveStream
 from server.streams.store import FrameStore
@@ -325,14 +325,14 @@ class App:
             driver = self.drivers[name]
             rate = driver.stream.feed.rate
             default_buffer = min(driver.stream.max_buffer, int(DEFAULT_BUFFER_S * rate))
-            await serve_live(connection, driver, self.metrics, default_buffer, options)
+            await LiveSession(connection, driver, self.metrics, default_buffer, options).run()
             return
         if kind == "replay":
             found = self.find_replayable(name)
             if found is None:
                 found = await asyncio.to_thread(self._rescan_for, name)
             if found is not None:
-                await serve_replay(connection, *found, self.metrics, options)
+                await ReplaySession(connection, *found, self.metrics, options).run()
                 return
         known = self.drivers if kind == "live" else self.catalog.entries
         self.metrics.protocol_errors["unknown_stream"] += 1

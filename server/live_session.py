@@ -95,13 +95,3 @@ class LiveSession:
                 stream.unsubscribe(self.subscriber)
             await self.connection.send(protocol.pack({"type": "unsubscribed", "stream": stream.id}))
             self.subscriber = None
-
-
-async def serve_live(
-    connection: ServerConnection,
-    driver: LiveDriver,
-    metrics: Metrics,
-    default_buffer: int,
-    options: ConnectionOptions,
-) -> None:
-    await LiveSession(connection, driver, metrics, default_buffer, options).run()

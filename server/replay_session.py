@@ -197,14 +197,3 @@ class ReplaySession:
             self.fetch = None
             return [protocol.pack({"type": "fetch_cancelled", "stream": self.id})]
         raise AssertionError(kind)
-
-
-async def serve_replay(
-    connection: ServerConnection,
-    stream_id: str,
-    store: FrameStore,
-    description: dict,
-    metrics: Metrics,
-    options: ConnectionOptions,
-) -> None:
-    await ReplaySession(connection, stream_id, store, description, metrics, options).run()

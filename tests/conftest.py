@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The nine demos in ../shared/demos (its README lists what each holds).
+DEMOS = [
+    "bomb_planting_1", "defuse", "nade", "random_1", "random_2", "random_3", "random_5",
+    "run_1", "smoke_1",
+]  # fmt: skip
 
 
 def require_shared(sub: str) -> Path:

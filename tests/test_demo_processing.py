@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DEMOS
 from demoparser2 import DemoParser
 
 from processing.demo import DemoError, read_demo
@@ -19,17 +20,6 @@ from processing.recording import Recording, write_recording
 from processing.source import SourceInfo
 from processing.vocabulary import client_name
 
-DEMOS = [
-    "bomb_planting_1",
-    "defuse",
-    "nade",
-    "random_1",
-    "random_2",
-    "random_3",
-    "random_5",
-    "run_1",
-    "smoke_1",
-]
 BOT_DEMOS = {"defuse"}
 CHECKED = ["X", "Y", "Z", "yaw", "pitch", "health", "team_num"]
 TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}

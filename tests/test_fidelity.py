@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
+from conftest import DEMOS
 from demoparser2 import DemoParser
 
 from processing.demo import read_demo
@@ -27,17 +28,6 @@ from processing.frames import Frame
 from processing.recording import EventIndex
 from processing.vocabulary import CLIENT_NAMES, client_name
 
-DEMOS = [
-    "bomb_planting_1",
-    "defuse",
-    "nade",
-    "random_1",
-    "random_2",
-    "random_3",
-    "random_5",
-    "run_1",
-    "smoke_1",
-]
 ONE_PLAYER = {"nade"}  # same-tick alignment (README)
 DETONATIONS = ("smokegrenade_detonate", "hegrenade_detonate", "flashbang_detonate", "decoy_started")
 BOMB = {"bomb_planted": "plant", "bomb_defused": "defuse", "bomb_exploded": "explode"}
