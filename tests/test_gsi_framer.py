@@ -228,3 +228,13 @@ def test_real_capture_frames_follow_the_posts():
             assert p["x"] == pytest.approx(xa + (xb - xa) * (t - ta) / (tb - ta), abs=1e-3)
             compared += 1
     assert compared > 10000 and held_for_round > 0
+
+
+def test_a_post_from_the_menu_makes_no_frame():
+    framer = Framer(delay=0.0)
+    feed(framer, [(0.0, post(1, player(0.0))), (0.5, post(1, player(10.0)))])
+    menu = {"provider": {"appid": 730, "timestamp": 3}, "player": {"activity": "menu"}}
+    framer.add(menu, 1.0)
+    frames = framer.frames(2.0)
+    assert frames and frames[-1]["players"]  # still the last post with a match in it
+    assert framer.stale(2.0, heartbeat_s=0.9)  # the menu post is no sign of a live match

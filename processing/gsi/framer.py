@@ -71,8 +71,15 @@ class Framer:
         self._unemitted: deque[tuple[float, Sample]] = deque()  # posts whose events are not out
 
     def add(self, payload: dict, received_at: float) -> None:
-        """One post. Raises GsiPayloadError (state unchanged) for a malformed payload."""
+        """One post. Raises GsiPayloadError (state unchanged) for a malformed payload.
+
+        A post without a ``map`` block is the game client outside any match (in its menu,
+        after leaving): it holds no state to show, so it makes no frame and leaves the feed
+        to go stale rather than showing an empty, scoreless map.
+        """
         state = read_state(payload)
+        if "map" not in payload:
+            return
         sample = self._tracker.step(state)
         provider = payload["provider"]
         if isinstance(provider.get("name"), str):
