@@ -85,10 +85,15 @@ class Follower:
                 return
 
     def _new_segment(self, epoch: str, first_seq: int, lost: int) -> None:
-        """A feed starting at ``first_seq``: on joining, or after frames the broker lost."""
+        """A feed starting at ``first_seq``: on joining, or after frames the broker lost.
+
+        Clients see the incarnation's start time (Unix seconds, the same on every replica) as
+        the stream's epoch, as for recorded streams: they pace frame s at epoch + s / rate.
+        """
         meta = {**self.info.meta, "synthetic": False}
         store = GrowingStore(self.name, meta)
-        feed = GrowingFeed(store, epoch, source="broker", base_seq=first_seq)
+        shown_epoch = float(meta.get("started", 0.0)) or epoch
+        feed = GrowingFeed(store, shown_epoch, source="broker", base_seq=first_seq)
         if self.feed is None or self.driver is None:
             stream = LiveStream(self.name, feed, self.app.metrics, self.app.config.burst)
             self.driver = self.app.add_stream(stream)

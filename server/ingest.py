@@ -188,7 +188,10 @@ class Ingest:
                      store.frame_count, path.name)  # fmt: skip
         else:
             match.journal.start(meta)
-        match.epoch = await self.app.broker.start_stream(match.name, meta)
+        # The epoch clients see: when seq 0 would have been made at 64/s, so the next frame's
+        # time (epoch + seq / rate) is now, journal or not.
+        started = now - store.frame_count / RATE
+        match.epoch = await self.app.broker.start_stream(match.name, {**meta, "started": started})
         match.store = store
 
     def _journal_path(self, name: str) -> Path:

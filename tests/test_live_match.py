@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 pytestmark = pytest.mark.timeout(240)
 
 MATCH, TOKEN = "m", "s3cret"
+EXAMPLES = Path(__file__).resolve().parents[1] / "client_examples"
 GSI = ("--gsi", f"{MATCH}={TOKEN}")
 SERVE = (*GSI, "--gsi-stale-after", "1.5", "--gsi-finish-after", "4")
 
@@ -295,3 +296,29 @@ async def test_a_server_restart_mid_match_continues_under_a_new_epoch(tmp_path, 
     assert "reloaded" in log
     # The journal kept all but the last unsealed second of what was streamed before the crash.
     assert hello["stream"]["frame_count"] >= seen - 64 + 100
+
+
+async def test_the_python_client_example_watches_a_live_match(tmp_path, capture):
+    server = ServerProcess(("--recordings", str(tmp_path), *GSI))
+    server.start()
+    try:
+        posting = asyncio.create_task(
+            asyncio.to_thread(replay, server, capture, "--limit", "400", "--speed", "20")
+        )
+        watcher = Watcher(server)
+        watching = asyncio.create_task(watcher.run())
+        await until(lambda: watcher.seqs, 30, "the live match to start")
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLES / "subscribe.py"), "--url", server.ws_url,
+            "--stream", MATCH, "--duration", "3",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(client.communicate(), 30)
+        watching.cancel()
+        assert (await posting).returncode == 0
+    finally:
+        server.stop()
+    text = output.decode()
+    ticks = [int(line.split()[1]) for line in text.splitlines() if line.startswith("tick ")]
+    assert client.returncode == 0 and len(ticks) >= 2 and ticks[-1] > ticks[0], text
+    assert "skips 0" in text, text
