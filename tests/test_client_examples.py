@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -89,17 +90,26 @@ def test_subscribe_resumes_after_server_restart(recordings, tmp_path, language):
     else:
         command = [sys.executable, str(EXAMPLES / "subscribe.py")]
     command += ["--url", srv.ws_url, "--stream", "match", "--duration", "9"]
+    lines: list[str] = []
     try:
         srv.start()
         client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(2.5)
+        reader = threading.Thread(
+            target=lambda: lines.extend(line.decode() for line in client.stdout), daemon=True
+        )
+        reader.start()
+        deadline = time.monotonic() + 30
+        while len(status_lines("".join(lines))) < 2:  # it is streaming: now restart the server
+            assert time.monotonic() < deadline and client.poll() is None, "".join(lines)
+            time.sleep(0.05)
         srv.stop()
-        time.sleep(1.0)
+        time.sleep(1.0)  # down for a while: the client backs off and retries
         srv.start()
-        output, _ = client.communicate(timeout=30)
+        client.wait(timeout=30)
+        reader.join(timeout=10)
     finally:
         srv.stop()
-    text = output.decode()
+    text = "".join(lines)
     assert client.returncode == 0, text
     assert "connection closed (1001)" in text, text
     assert "skip:" not in text and "skips 0 " in text, text  # resumed in the window: no loss
