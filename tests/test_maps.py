@@ -169,3 +169,17 @@ async def test_occupancy_uses_an_overview_transform_and_is_cached(tmp_path, serv
     recordings.append(Recording.open(write_match(tmp_path, "two", count=300)))
     info = await (await client.get("/maps/de_mirage")).json()
     assert len(calls) > built and "2 recordings" in info["label"]
+
+
+async def test_errors_are_clear(tmp_path, serve):
+    folder = tmp_path / "overviews"
+    folder.mkdir()
+    (folder / "de_broken.txt").write_text('"de_broken" { "pos_x" "1" }')
+    client = await serve([], folder)
+    unknown = await client.get("/maps/de_nowhere")
+    assert unknown.status == 404 and (await unknown.json())["error"] == "unknown_map"
+    assert (await client.get("/maps/de%20mirage")).status == 400
+    broken = await client.get("/maps/de_broken")
+    body = await broken.json()
+    assert broken.status == 500 and "pos_y" in body["message"]
+    assert "de_broken.txt" in body["message"]
