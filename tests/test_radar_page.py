@@ -1,15 +1,20 @@
 """The radar page in a real headless Chromium (Debian's, driven by Playwright) against a real
-server: live playback moves players, a recording seeks to the frame at/before a tick, and the
-page works when served from another origin."""
+server: live playback moves players, a recording seeks to the frame at/before a tick, the page
+works when served from another origin; and the coach's viewer (tests/radar_seam.py serves the
+HTTP side the server is getting): the map backdrop under the players at the right pixels,
+event markers, keyboard and timeline seeks, a kill feed right after any seek, interpolation
+at 0.25x, compressed ticks inflated by the browser, and (with the GSI ingest) live matches."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,3 +199,275 @@ def test_page_from_another_origin_uses_server_url(server, page, other_origin):
     _open_live(page)
     tick = page.evaluate("window.radar.tick")
     page.wait_for_function(f"window.radar.tick !== {tick}")
+
+
+# -- the coach's viewer, against the HTTP side of the redesign (tests/radar_seam.py) ------------
+
+MIRAGE = {"pos_x": -3230.0, "pos_y": 1713.0, "scale": 5.0}
+TEAM_RGB = {"T": (240, 160, 48), "CT": (74, 144, 226)}
+MARKER_RGB = {"kill": (232, 232, 232), "plant": (255, 64, 64)}
+EXTRA_KILLS = {  # frame index -> kill, besides match_frames' own at 300 (rounds split at 600)
+    100: {"killer": "Bravo", "victim": "Charlie", "weapon": "AWP", "is_hs": False},
+    700: {"killer": "Charlie", "victim": "Alpha", "weapon": "M4A4", "is_hs": True},
+    900: {"killer": "Bravo", "victim": "Delta", "weapon": "Desert Eagle", "is_hs": False},
+}
+
+
+def backdrop_pixels() -> np.ndarray:
+    """A radar image whose every pixel says where it is: R = x / 4, G = y / 4, B = 200."""
+    ys, xs = np.mgrid[0:1024, 0:1024]
+    rgba = np.stack([xs // 4, ys // 4, np.full_like(xs, 200), np.full_like(xs, 255)], axis=-1)
+    return rgba.astype(np.uint8)
+
+
+def write_coach_match(folder: Path, name: str, map_name: str) -> Path:
+    from server_process import match_frames
+
+    from processing.recording import write_recording
+    from processing.source import SourceInfo
+
+    frames = match_frames()
+    for index, kill in EXTRA_KILLS.items():
+        frames[index]["kills"] = [{**kill, "penetrations": 0}]
+    path = folder / f"{name}.eeict"
+    write_recording(path, SourceInfo(map_name, 64, f"{name}.dem", "0" * 64, "test"), frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def coach(tmp_path_factory):
+    """A real server (WebSocket side) with two recordings, behind the seam's HTTP app with a
+    de_mirage overview (transform file and radar image) in its overview folder."""
+    from radar_seam import SeamApp, events_of
+
+    from server.maps import encode_png
+
+    folder = tmp_path_factory.mktemp("coach")
+    overviews = tmp_path_factory.mktemp("overviews")
+    values = " ".join(f'"{k}" "{v}"' for k, v in MIRAGE.items())
+    (overviews / "de_mirage.txt").write_text(f'"de_mirage" {{ {values} "rotate" "0" }}')
+    (overviews / "de_mirage_radar.png").write_bytes(encode_png(backdrop_pixels()))
+    recordings = {
+        "coach": Recording.open(write_coach_match(folder, "coach", "de_mirage")),
+        "elsewhere": Recording.open(write_coach_match(folder, "elsewhere", "de_inferno")),
+    }
+    with server_process("--recordings", str(folder)) as srv:
+        seam = SeamApp(srv.port, recordings, overviews)
+        seam.start()
+        try:
+            yield seam, recordings["coach"], events_of(recordings["coach"])
+        finally:
+            seam.stop()
+
+
+def _open_recording(page, url: str, name: str = "coach") -> None:
+    page.goto(url + "/")
+    page.click(f"#recordings button[data-id={name}]")
+    page.wait_for_function("window.radar.connected && window.radar.tick !== null")
+    page.wait_for_function("window.radar.map && window.radar.map.source !== 'fitted'")
+
+
+def _pixel(page, canvas: str, x: float, y: float) -> list[int]:
+    return page.evaluate(
+        f"Array.from(document.getElementById('{canvas}').getContext('2d')"
+        f".getImageData({int(x)}, {int(y)}, 1, 1).data)"
+    )
+
+
+def _expected_px(x: float, y: float) -> tuple[float, float]:
+    """The overview transform by hand: the canvas is 1024 px, the whole map in view."""
+    return (x - MIRAGE["pos_x"]) / MIRAGE["scale"], (MIRAGE["pos_y"] - y) / MIRAGE["scale"]
+
+
+def _frame_at_or_before(recording: Recording, tick: int) -> int:
+    return int(recording.ticks[np.searchsorted(recording.ticks, tick, side="right") - 1])
+
+
+def test_map_backdrop_under_players_at_the_right_pixels(coach, page):
+    seam, recording, _ = coach
+    _open_recording(page, seam.url)
+    page.wait_for_function("window.radar.map.images.includes('default')")
+    info = page.evaluate("window.radar.map")
+    assert info["source"] == "overview"
+    assert (info["pos_x"], info["pos_y"], info["scale"]) == tuple(MIRAGE.values())
+    page.wait_for_timeout(100)  # one more animation frame with the image decoded
+    # Backdrop: two places no player is near show the image's own pixel there.
+    for x, y in ((0.0, 0.0), (1000.0, 500.0)):
+        px, py = _expected_px(x, y)
+        r, g, b, _ = _pixel(page, "radar", px, py)
+        assert abs(r - int(px) // 4) <= 1 and abs(g - int(py) // 4) <= 1 and b == 200, (x, y)
+    # Players: at the first frame (paused), each drawn where the transform puts them.
+    first = recording.frame(0)
+    positions = page.evaluate("window.radar.positions")
+    for player in first["players"]:
+        px, py = _expected_px(player["x"], player["y"])
+        assert positions[player["name"]] == pytest.approx([px, py], abs=0.5)
+        assert _pixel(page, "radar", px, py)[:3] == list(TEAM_RGB[player["team"]]), player["name"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "radar-overview.png"))
+
+
+def test_occupancy_backdrop_is_labelled(coach, page):
+    seam, _, _ = coach
+    _open_recording(page, seam.url, "elsewhere")
+    info = page.evaluate("window.radar.map")
+    assert info["source"] == "occupancy"
+    page.wait_for_function(
+        "document.getElementById('map-label').textContent.includes('where players stood')"
+    )
+
+
+def test_timeline_markers_at_the_event_ticks(coach, page):
+    seam, recording, events = coach
+    _open_recording(page, seam.url)
+    wanted = [e for e in events if e["type"] in ("kill", "plant", "defuse", "explode")]
+    assert len(wanted) == 6  # four kills, two plants
+    page.wait_for_function(f"window.radar.markers.length === {len(wanted)}")
+    markers = page.evaluate("window.radar.markers")
+    assert [(m["tick"], m["type"]) for m in markers] == [(e["tick"], e["type"]) for e in wanted]
+    first, last = recording.meta["first_tick"], recording.meta["last_tick"]
+    width, height = page.evaluate(
+        "(({ width, height }) => [width, height])(document.getElementById('timeline'))"
+    )
+    for marker in markers:
+        x = (marker["tick"] - first) / (last - first) * width
+        assert marker["x"] == pytest.approx(x)
+        y = 16 if marker["type"] == "kill" else height - 3  # kills above, bomb events below
+        assert _pixel(page, "timeline", x, y)[:3] == list(MARKER_RGB[marker["type"]])
+
+
+def test_keyboard_and_timeline_seeks_land_on_the_right_tick(coach, page):
+    seam, recording, events = coach
+    _open_recording(page, seam.url)
+    starts = [e["tick"] for e in events if e["type"] == "round_start"]
+    page.keyboard.press("]")  # next round
+    page.wait_for_function(f"window.radar.tick === {starts[1]}")
+    page.keyboard.press("ArrowRight")  # +5 s
+    plus5 = _frame_at_or_before(recording, starts[1] + 5 * 64)
+    page.wait_for_function(f"window.radar.tick === {plus5}")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")  # pressed quickly: -10 s in all
+    page.wait_for_function(f"window.radar.tick === {_frame_at_or_before(recording, plus5 - 640)}")
+    page.keyboard.press("]")
+    page.wait_for_function(f"window.radar.tick === {starts[1]}")
+    page.keyboard.press("[")  # at the round's start: the previous round
+    page.wait_for_function(f"window.radar.tick === {starts[0]}")
+
+    first, last = recording.meta["first_tick"], recording.meta["last_tick"]
+    timeline = page.locator("#timeline")
+    box = timeline.bounding_box()
+    timeline.click(position={"x": box["width"] * 0.6, "y": box["height"] / 2})
+    target = round(first + 0.6 * (last - first))
+    page.wait_for_function(f"window.radar.tick === {_frame_at_or_before(recording, target)}")
+    # Drag: press at 20 %, let go at 35 %: lands where it was let go.
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, y, steps=3)
+    page.mouse.move(box["x"] + box["width"] * 0.35, y)
+    page.mouse.up()
+    target = round(first + 0.35 * (last - first))
+    page.wait_for_function(f"window.radar.tick === {_frame_at_or_before(recording, target)}")
+
+    page.keyboard.press("4")  # speeds in order: 1.25x
+    page.keyboard.press("Space")
+    page.wait_for_function("window.radar.session.playing && window.radar.session.speed === 1.25")
+    page.keyboard.press("Space")
+    page.wait_for_function("!window.radar.session.playing")
+
+
+def _feed(events: list[dict], tick: int) -> list[str]:
+    """The kill feed the page should show at ``tick``: this round's kills up to it."""
+    start = max(e["tick"] for e in events if e["type"] == "round_start" and e["tick"] <= tick)
+    return [
+        f"{e['killer']} [{e['weapon']}{' HS' if e['is_hs'] else ''}] {e['victim']}"
+        for e in events
+        if e["type"] == "kill" and start <= e["tick"] <= tick
+    ]
+
+
+def test_kill_feed_after_a_seek_equals_the_events_before_it(coach, page):
+    seam, recording, events = coach
+    _open_recording(page, seam.url)
+    kills = [e["tick"] for e in events if e["type"] == "kill"]
+    # Forward past kills whose frames were never sent, into round 2, then back to round 1.
+    for tick in (kills[1] + 10, kills[2] + 3, kills[3], kills[2] - 1, kills[0] + 1, kills[0] - 1):
+        shown = _frame_at_or_before(recording, tick)
+        page.evaluate(f"window.radar.seek({tick})")
+        page.wait_for_function(f"window.radar.tick === {shown}")
+        expected = _feed(events, shown)
+        as_js = json.dumps(json.dumps(expected, separators=(",", ":")))  # JSON.stringify's
+        try:
+            page.wait_for_function(f"JSON.stringify(window.radar.killFeed) === {as_js}")
+        except Exception:
+            pytest.fail(f"at {shown}: {page.evaluate('window.radar.killFeed')} != {expected}")
+    assert expected == []  # before the first kill: nothing
+
+
+def test_interpolation_visible_at_quarter_speed(coach, page):
+    seam, _, _ = coach
+    _open_recording(page, seam.url)
+    page.keyboard.press("1")  # 0.25x
+    page.keyboard.press("Space")
+    page.wait_for_function("window.radar.session.playing && window.radar.session.speed === 0.25")
+    samples = page.evaluate(
+        """() => new Promise((done) => {
+            const out = [];
+            const take = () => {
+              const i = window.radar.interpolation;
+              if (i) out.push([i.key, i.f, window.radar.positions.Alpha]);
+              if (out.length < 90) requestAnimationFrame(take); else done(out);
+            };
+            requestAnimationFrame(take);
+        })"""
+    )
+    by_frame: dict[int, set[tuple[float, float]]] = {}
+    for key, _, position in samples:
+        by_frame.setdefault(key, set()).add(tuple(position))
+    moving = [key for key, drawn in by_frame.items() if len(drawn) > 1]
+    assert moving, f"Alpha drawn at one place per frame at 0.25x: {samples[:10]}"
+    assert any(0 < f < 1 for _, f, _ in samples)
+
+
+def test_follow_mode_centres_the_player(coach, page):
+    seam, _, _ = coach
+    _open_recording(page, seam.url)
+    page.click("#team-T li[data-name=Alpha] button.follow")
+    page.wait_for_function(
+        "Math.hypot(window.radar.positions.Alpha[0] - 512, window.radar.positions.Alpha[1] - 512)"
+        " < 1"
+    )
+    page.click("#team-T li[data-name=Alpha] button.follow")  # again: the whole map
+    first_alpha = _expected_px(-300 + 200, -1900)  # frame 0: angle 0, 200 units east
+    page.wait_for_function(f"Math.abs(window.radar.positions.Alpha[0] - {first_alpha[0]}) < 1")
+
+
+def test_compressed_ticks_are_inflated_by_the_browser(coach, page):
+    import msgpack
+
+    seam, recording, _ = coach
+    _open_recording(page, seam.url)
+    assert page.evaluate("window.radar.session.deflate")  # Chromium has DecompressionStream
+    frames = recording.frames(0, 3)
+    packer = zlib.compressobj(wbits=-15)
+    data = packer.compress(msgpack.packb(frames)) + packer.flush()
+    decoded = page.evaluate(
+        """async (data) => {
+            const { framesOf } = await import('/static/protocol.js');
+            const plain = await framesOf({ type: 'ticks', frames: [1] });
+            const inflated = await framesOf({ type: 'ticks', encoding: 'deflate',
+                                              data: new Uint8Array(data) });
+            return [plain, inflated];
+        }""",
+        list(data),
+    )
+    assert decoded[0] == [1]
+    # Steam ids (above 2**53) lose precision as JavaScript numbers; the page keys on names.
+    without_sid = lambda fs: [  # noqa: E731
+        {**f, "players": [{k: v for k, v in p.items() if k != "sid"} for p in f["players"]]}
+        for f in fs
+    ]
+    assert without_sid(decoded[1]) == without_sid(frames)
+    assert [p["sid"] for p in decoded[1][0]["players"]] == pytest.approx(
+        [p["sid"] for p in frames[0]["players"]], rel=1e-15
+    )

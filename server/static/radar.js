@@ -190,7 +190,10 @@ async function loadMap(mapName) {
 }
 
 function onState(s, msg) {
-  if (msg.gen !== s.gen) resetGeneration(s, msg.gen);
+  if (msg.gen !== s.gen) {
+    resetGeneration(s, msg.gen);
+    s.pendingSeeks = Math.max(0, (s.pendingSeeks || 0) - 1); // a seek (or step) answered
+  }
   s.clock.anchor(msg.tick, msg.state === "playing", msg.speed);
   s.ended = msg.state === "ended";
   if (msg.last_tick !== undefined) s.last = msg.last_tick;
@@ -321,11 +324,19 @@ function updatePanels(s, frame) {
 
 // -- controls --------------------------------------------------------------------------------
 
-const currentTick = () => (shown ? shown.a.frame.tick : session?.clock.tick ?? 0);
+/** Where playback is, or where it is going: keys pressed quickly add up (-5 s twice is
+ * -10 s even before the first seek is answered). */
+function currentTick() {
+  if (session?.pendingSeeks > 0) return session.seekTarget;
+  return shown ? shown.a.frame.tick : session?.clock.tick ?? 0;
+}
 
 function seek(tick) {
   if (session?.kind !== "replay") return;
-  send({ type: "seek", tick: Math.round(Math.min(session.last, Math.max(session.first, tick))) });
+  const target = Math.round(Math.min(session.last, Math.max(session.first, tick)));
+  session.seekTarget = target;
+  session.pendingSeeks = (session.pendingSeeks || 0) + 1;
+  send({ type: "seek", tick: target });
 }
 
 function toRound(direction) {

@@ -2,7 +2,8 @@
 // (DVR) the range grows with the match and the end is the live edge.
 
 export const MARKER_COLOUR = { kill: "#e8e8e8", plant: "#ff4040", defuse: "#40a0ff", explode: "#ffb000" };
-const MARKER_TOP = 14; // markers are drawn from here to the bottom
+/** Kills above, bomb events below: a kill and a plant on one tick both stay visible. */
+export const markerRow = (type, height) => (type === "kill" ? [12, height / 2 + 6] : [height / 2 + 6, height]);
 
 export class Timeline {
   constructor(canvas, onSeek) {
@@ -59,8 +60,9 @@ export class Timeline {
       g.fillText(`R${i + 1}`, x + 2, 9);
     });
     for (const marker of markers) {
+      const [top, bottom] = markerRow(marker.type, height);
       g.fillStyle = MARKER_COLOUR[marker.type];
-      g.fillRect(Math.floor(this.xOf(marker.tick)) - 1, MARKER_TOP, 3, height - MARKER_TOP);
+      g.fillRect(Math.floor(this.xOf(marker.tick)) - 1, top, 3, bottom - top);
     }
     if (liveEdge !== undefined) {
       g.fillStyle = liveEdge ? "#e33" : "#733";

@@ -18,8 +18,9 @@ export class Utility {
 
   /** Takes note of one new frame (in key order). */
   observe(key, frame) {
-    const event = frame.nade_event;
-    if (event) this.events.push({ key, type: event.type, x: event.x, y: event.y });
+    // Every detonation (nade_events, schema 2), else the frame's first one (nade_event).
+    const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
+    for (const e of detonations) this.events.push({ key, type: e.type, x: e.x, y: e.y });
     for (const nade of frame.nades || []) {
       let trail = this.trails.get(nade.id);
       if (!trail) this.trails.set(nade.id, (trail = { type: nade.type, team: nade.team, points: [] }));
