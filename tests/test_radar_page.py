@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_process import ServerProcess, server_process, write_match
+from conftest import require_shared
+from server_process import ServerProcess, free_port, server_process, write_match
 
 from processing.recording import Recording
 
@@ -315,6 +316,14 @@ def test_occupancy_backdrop_is_labelled(coach, page):
     page.wait_for_function(
         "document.getElementById('map-label').textContent.includes('where players stood')"
     )
+    # A smoke that burst at tick 1100 (frame 100) still counts down right after a seek past it.
+    page.evaluate("window.radar.seek(1200)")
+    page.wait_for_function("window.radar.tick === 1200 && window.radar.smokes.length === 1")
+    smoke = page.evaluate("window.radar.smokes[0]")
+    assert (smoke["x"], smoke["y"]) == (-400, -800)
+    assert smoke["left"] == pytest.approx(18 - 100 / 64, abs=0.01)  # paused: exact
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "radar-occupancy.png"))
 
 
 def test_timeline_markers_at_the_event_ticks(coach, page):
@@ -471,3 +480,131 @@ def test_compressed_ticks_are_inflated_by_the_browser(coach, page):
     assert [p["sid"] for p in decoded[1][0]["players"]] == pytest.approx(
         [p["sid"] for p in frames[0]["players"]], rel=1e-15
     )
+
+
+# -- live matches from CS2 GSI (needs the server's GSI ingest on the HTTP port) -----------------
+
+GSI_MATCH = "radar-gsi"
+
+
+def _gsi_payloads(limit: int) -> list[dict]:
+    """The first ``limit`` payloads of the shared capture with players on the map, live."""
+    import ast
+    import zipfile
+
+    with zipfile.ZipFile(require_shared("gsi") / "full_game_gsi.zip") as archive:
+        lines = archive.read("full_game.txt").decode().splitlines()
+    payloads = []
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        payload = ast.literal_eval(line)
+        if payload.get("allplayers") and payload.get("map", {}).get("phase") == "live":
+            payloads.append(payload)
+            if len(payloads) == limit:
+                break
+    return payloads
+
+
+class GsiPoster:
+    """Posts payloads to ``POST /gsi/<match>`` from a thread, ~10 a second, while running."""
+
+    def __init__(self, url: str, payloads: list[dict]) -> None:
+        self.url, self.payloads, self.sent = url, payloads, 0
+        self.running = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def post(self, payload: dict) -> int:
+        import urllib.error
+        import urllib.request
+
+        body = json.dumps(payload).encode()
+        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def _run(self) -> None:
+        while not self.stopped.is_set() and self.sent < len(self.payloads):
+            self.running.wait()
+            self.post(self.payloads[self.sent])
+            self.sent += 1
+            self.stopped.wait(0.1)  # pacing of the feed, not a wait for a result
+
+
+@pytest.fixture
+def gsi(tmp_path) -> Iterator[tuple[str, GsiPoster]]:
+    """A server with its HTTP port (the redesign's ``--http-port``) taking GSI posts; skips
+    while the server has no GSI ingest."""
+    payloads = _gsi_payloads(400)
+    http_port = free_port()
+    srv = ServerProcess(("--http-port", str(http_port)))
+    srv.log_path = tmp_path / "server.log"
+    try:
+        srv.start()
+    except RuntimeError as exc:
+        if "--http-port" in str(exc):
+            pytest.skip("needs the server's --http-port (HTTP on aiohttp) and GSI ingest")
+        raise
+    http_url = f"http://127.0.0.1:{http_port}"
+    poster = GsiPoster(f"{http_url}/gsi/{GSI_MATCH}", payloads)
+    try:
+        status = poster.post(payloads[0])
+        if status in (404, 405):
+            pytest.skip(f"needs the server's GSI ingest (POST /gsi/<match> answered {status})")
+        assert status < 300, f"POST /gsi/{GSI_MATCH} answered {status}:\n{srv.log()}"
+        poster.thread.start()
+        poster.running.set()
+        yield http_url, poster
+    finally:
+        poster.stopped.set()
+        poster.running.set()
+        srv.stop()
+
+
+def _wait_listed(page, kind: str) -> None:
+    page.wait_for_function(
+        f"(window.radar.list(), document.querySelector("
+        f"'#streams button[data-kind={kind}][data-id=\"{GSI_MATCH}\"]'))",
+        polling=500,
+    )
+
+
+def test_live_gsi_match_moves_and_shows_a_stale_feed(gsi, page):
+    http_url, poster = gsi
+    page.goto(http_url + "/")
+    _wait_listed(page, "live")
+    page.click(f"#streams button[data-kind=live][data-id='{GSI_MATCH}']")
+    page.wait_for_function("window.radar.connected && window.radar.tick !== null")
+    assert page.evaluate("window.radar.session.deflate")
+    before = page.evaluate("JSON.stringify(window.radar.positions)")
+    page.wait_for_function(f"JSON.stringify(window.radar.positions) !== {json.dumps(before)}")
+    assert len(page.evaluate("window.radar.positions")) == 10
+    assert page.is_hidden("#stale")
+    poster.running.clear()  # the feed stops
+    page.wait_for_selector("#stale", state="visible", timeout=30_000)
+    poster.running.set()  # and resumes
+    page.wait_for_selector("#stale", state="hidden", timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "radar-live-gsi.png"))
+
+
+def test_live_gsi_match_dvr_goes_back_and_returns_to_the_live_edge(gsi, page):
+    http_url, _ = gsi
+    page.goto(http_url + "/")
+    _wait_listed(page, "replay")
+    page.click(f"#streams button[data-kind=replay][data-id='{GSI_MATCH}']")
+    page.wait_for_function("window.radar.connected && window.radar.session.live")
+    page.click("#go-live")
+    page.wait_for_function("window.radar.session.liveEdge === true")
+    edge = page.evaluate("window.radar.tick")
+    page.wait_for_function(f"window.radar.tick > {edge}")  # the live edge moves on
+    page.keyboard.press("ArrowLeft")  # 5 s back: off the edge
+    page.wait_for_function("window.radar.session.liveEdge === false")
+    behind = page.evaluate("window.radar.session.last - window.radar.tick")
+    assert behind >= 4 * 64
+    page.keyboard.press("l")  # back to the live edge
+    page.wait_for_function("window.radar.session.liveEdge === true")

@@ -60,7 +60,7 @@ export class Panels {
     hp.style.setProperty("--team", TEAM_COLOUR[p.team] || "#aaa");
     li.append(
       follow,
-      el("span", { className: "name", textContent: `${name}${carrier === name ? " 💣" : ""}` }),
+      el("span", { className: "name", textContent: `${name}${carrier === name ? " · C4" : ""}` }),
       el("span", { className: "stats", textContent: `${p.hp} hp · ${p.armor ?? 0}${p.helmet ? "+h" : ""} · $${p.money ?? 0}` }),
       hp,
       el("span", { className: "weapon", textContent: p.actv_itm || "" }),

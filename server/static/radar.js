@@ -16,6 +16,7 @@ const SPEEDS = [0.25, 0.5, 1, 1.25, 1.5, 2, 4, 8];
 const LIVE_BUFFER_SECONDS = 1;
 const FOLLOW_ZOOM = 2;
 const STALE_POLL_MS = 3000;
+const HISTORY_SECONDS = 20; // fetched before a seek's target: smokes and fires still burning
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -193,6 +194,7 @@ function onState(s, msg) {
   if (msg.gen !== s.gen) {
     resetGeneration(s, msg.gen);
     s.pendingSeeks = Math.max(0, (s.pendingSeeks || 0) - 1); // a seek (or step) answered
+    fetchHistory(s, msg.tick);
   }
   s.clock.anchor(msg.tick, msg.state === "playing", msg.speed);
   s.ended = msg.state === "ended";
@@ -200,6 +202,13 @@ function onState(s, msg) {
   if (msg.live_edge !== undefined) s.liveEdge = msg.live_edge;
   $("play").textContent = s.clock.playing ? "pause" : "play";
   $("go-live").dataset.edge = String(Boolean(s.liveEdge));
+}
+
+/** After a jump, the frames just before it: utility thrown earlier is still on the map. */
+function fetchHistory(s, tick) {
+  if (tick <= s.first) return;
+  const from = Math.max(s.first, Math.round(tick - HISTORY_SECONDS * s.tickrate));
+  send({ type: "fetch", id: s.gen, from_tick: from, to_tick: tick - 1, credit: Math.ceil((tick - from) * 1.1) + 16 });
 }
 
 function resetGeneration(s, gen) {
@@ -225,6 +234,10 @@ function onSkip(s, msg) {
 }
 
 function onTicks(s, msg) {
+  if (msg.fetch !== undefined) { // history before a seek (fetchHistory)
+    if (msg.fetch === s.gen) for (const frame of msg.frames) s.utility.observeHistory(frame.tick, frame);
+    return;
+  }
   let anchored = true; // the playback position is known for these frames
   if (s.kind === "replay") {
     if (msg.gen < s.gen) return; // sent before a seek: stale
@@ -395,6 +408,11 @@ window.radar = {
   get interpolation() { return shown && { key: shown.a.key, f: shown.f }; },
   get map() { return map.ready && { ...map.info, level: map.level, label: map.label, images: [...map.images.keys()] }; },
   get markers() { return session ? session.events.markers.map((m) => ({ ...m, x: timeline.xOf(m.tick) })) : []; },
+  /** Smokes on the map now, with seconds left. */
+  get smokes() {
+    if (!session) return [];
+    return session.utility.smokes(session.clock.position(), keyPerSecond(session)).map(({ x, y, left }) => ({ x, y, left }));
+  },
   get killFeed() { return [...$("killfeed").children].map((li) => li.textContent); },
   speeds: SPEEDS,
   list: listAll,

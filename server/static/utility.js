@@ -33,6 +33,21 @@ export class Utility {
     }
   }
 
+  /** Takes note of a frame from before the playback position (fetched after a seek): its
+   * detonations and infernos, so a smoke thrown before the seek still counts down. */
+  observeHistory(key, frame) {
+    const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
+    for (const e of detonations) {
+      if (!this.events.some((old) => old.key === key && old.type === e.type)) {
+        this.events.push({ key, type: e.type, x: e.x, y: e.y });
+      }
+    }
+    for (const inferno of frame.infernos || []) {
+      const known = this.infernoStart.get(inferno.id);
+      if (known === undefined || key < known) this.infernoStart.set(inferno.id, key);
+    }
+  }
+
   /** Forgets what ended before ``oldestKey`` (bounded memory on a long stream). */
   prune(oldestKey, keyRate) {
     const horizon = oldestKey - SMOKE_SECONDS * keyRate;
