@@ -75,8 +75,9 @@ export class FrameBuffer {
   pick(pos) {
     if (!this.frames.length) return null;
     this.dropBefore(pos);
-    const [a, b] = this.frames;
+    const a = this.frames[0];
+    const b = this.frames[1]?.frame.round_start ? null : this.frames[1];
     const f = b && pos > a.key ? Math.min(1, (pos - a.key) / (b.key - a.key)) : 0;
-    return { a, b: b && !b.frame.round_start ? b : null, f };
+    return { a, b: b ?? null, f };
   }
 }
