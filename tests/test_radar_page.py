@@ -490,6 +490,51 @@ def test_compressed_ticks_are_inflated_by_the_browser(coach, page):
     )
 
 
+def test_real_demos_occupancy_backdrop_lines_up_with_the_players(tmp_path, page):
+    """The nine shared de_mirage demos: the backdrop built from where their players stood,
+    and the page drawing a demo's players on it where the raster says players stood."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from radar_seam import SeamApp
+    from test_maps import decode_png
+
+    demos = sorted(require_shared("demos").glob("*.dem"))
+    out = tmp_path / "recordings"
+    subprocess.run(
+        [sys.executable, "-m", "server", "process", "--out", str(out), *map(str, demos)],
+        check=True, capture_output=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    recordings = {p.stem: Recording.open(p) for p in sorted(out.glob("*.eeict"))}
+    assert len(recordings) == len(demos)
+    with server_process("--recordings", str(out)) as srv:
+        seam = SeamApp(srv.port, recordings, None)
+        seam.start()
+        try:
+            _open_recording(page, seam.url, "run_1")
+            info = page.evaluate("window.radar.map")
+            assert info["source"] == "occupancy" and "9 recordings" in info["label"]
+            with urllib.request.urlopen(seam.url + info["image"], timeout=30) as response:
+                raster = decode_png(response.read())
+            page.keyboard.press("7")  # 4x
+            page.keyboard.press("Space")
+            checked = 0
+            for _ in range(5):
+                tick = page.evaluate("window.radar.tick")
+                page.wait_for_function(f"window.radar.tick > {tick} + 64")
+                for x, y in page.evaluate("Object.values(window.radar.positions)"):
+                    # Within a cell of where the raster has someone standing (2 px cells).
+                    r, c = int(y), int(x)
+                    assert raster[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3, 1].any(), (x, y)
+                    checked += 1
+            assert checked >= 5
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "radar-demos.png"))
+        finally:
+            seam.stop()
+
+
 # -- live matches from CS2 GSI (needs the server's GSI ingest on the HTTP port) -----------------
 
 GSI_MATCH = "radar-gsi"
