@@ -27,6 +27,7 @@ from aiohttp import web
 RADAR_SIZE = 1024  # radar pixels the overview transform maps onto (CS2's radar images)
 GRID = 512  # occupancy cells across the square: 2 radar pixels per cell
 MAX_SAMPLED_FRAMES = 12_000  # per recording: bounds the first-use cost on hour-long demos
+MAX_SAMPLED_TOTAL = 60_000  # over all recordings of a map (~10 s of decoding on first use)
 MARGIN = 0.06  # occupancy without an overview: empty border around where players stood
 MAP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -160,9 +161,11 @@ def sample_positions(recordings: Iterable[RecordingLike]) -> np.ndarray:
     """Where players stood: (n, 3) x, y, z, with points along each player's path between
     samples (a bounded number of frames per recording, so corridors come out continuous)."""
     chunks: list[np.ndarray] = []
+    recordings = list(recordings)
+    budget = max(500, min(MAX_SAMPLED_FRAMES, MAX_SAMPLED_TOTAL // max(1, len(recordings))))
     for recording in recordings:
         count = recording.frame_count
-        stride = max(1, -(-count // MAX_SAMPLED_FRAMES))
+        stride = max(1, -(-count // budget))
         reach = 6.0 * stride + 32.0  # a running player covers ~4 units a tick
         previous: dict[Any, tuple[float, float, float]] = {}
         segments: list[tuple[float, float, float, float, float, float]] = []

@@ -275,6 +275,15 @@ def _pixel(page, canvas: str, x: float, y: float) -> list[int]:
     )
 
 
+def _wait_pixel(page, canvas: str, x: float, y: float, rgb: tuple[int, ...]) -> None:
+    """Waits until the canvas has been drawn with ``rgb`` at (x, y)."""
+    wanted = ",".join(map(str, rgb))
+    page.wait_for_function(
+        f"Array.from(document.getElementById('{canvas}').getContext('2d')"
+        f".getImageData({int(x)}, {int(y)}, 1, 1).data).slice(0, 3).join() === '{wanted}'"
+    )
+
+
 def _expected_px(x: float, y: float) -> tuple[float, float]:
     """The overview transform by hand: the canvas is 1024 px, the whole map in view."""
     return (x - MIRAGE["pos_x"]) / MIRAGE["scale"], (MIRAGE["pos_y"] - y) / MIRAGE["scale"]
@@ -291,7 +300,8 @@ def test_map_backdrop_under_players_at_the_right_pixels(coach, page):
     info = page.evaluate("window.radar.map")
     assert info["source"] == "overview"
     assert (info["pos_x"], info["pos_y"], info["scale"]) == tuple(MIRAGE.values())
-    page.wait_for_timeout(100)  # one more animation frame with the image decoded
+    zero = _expected_px(0.0, 0.0)
+    _wait_pixel(page, "radar", *zero, (int(zero[0]) // 4, int(zero[1]) // 4, 200))  # drawn
     # Backdrop: two places no player is near show the image's own pixel there.
     for x, y in ((0.0, 0.0), (1000.0, 500.0)):
         px, py = _expected_px(x, y)
@@ -488,6 +498,72 @@ def test_compressed_ticks_are_inflated_by_the_browser(coach, page):
     assert [p["sid"] for p in decoded[1][0]["players"]] == pytest.approx(
         [p["sid"] for p in frames[0]["players"]], rel=1e-15
     )
+
+
+def test_two_level_map_switches_level_by_height(tmp_path, page):
+    """A Nuke-like overview with two levels: the level shown follows the followed player's
+    height, players on the other level are drawn faintly, and the switch overrides it."""
+    from radar_seam import SeamApp
+    from server_process import match_frames
+
+    from processing.recording import write_recording
+    from processing.source import SourceInfo
+    from server.maps import encode_png
+
+    overviews = tmp_path / "overviews"
+    overviews.mkdir()
+    (overviews / "de_nuke.txt").write_text(
+        '"de_nuke" { "pos_x" "-3230" "pos_y" "1713" "scale" "5" "verticalsections" {'
+        ' "default" { "AltitudeMax" "10000" "AltitudeMin" "-495" }'
+        ' "lower" { "AltitudeMax" "-495" "AltitudeMin" "-10000" } } }'
+    )
+    colours = {"default": (200, 40, 40), "lower": (40, 200, 40)}
+    for level, rgb in colours.items():
+        name = "de_nuke_radar.png" if level == "default" else "de_nuke_lower_radar.png"
+        (overviews / name).write_bytes(encode_png(np.full((1024, 1024, 4), (*rgb, 255), np.uint8)))
+    frames = match_frames(300)
+    for frame in frames:
+        for player in frame["players"]:
+            if player["name"] == "Charlie":
+                player["z"] = -600.0  # downstairs
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    info = SourceInfo("de_nuke", 64, "levels.dem", "0" * 64, "test")
+    write_recording(folder / "levels.eeict", info, frames)
+    recordings = {"levels": Recording.open(folder / "levels.eeict")}
+    with server_process("--recordings", str(folder)) as srv:
+        seam = SeamApp(srv.port, recordings, overviews)
+        seam.start()
+        try:
+            _open_recording(page, seam.url, "levels")
+            page.wait_for_function("window.radar.map.images.length === 2")
+            assert page.is_visible("#level-switch")
+            levels = page.evaluate("window.radar.map.levels.map((lv) => lv.name)")
+            assert levels == ["default", "lower"]
+
+            def state() -> tuple[str, list[int], list[int], list[int]]:
+                positions = page.evaluate("window.radar.positions")
+                return (
+                    page.evaluate("window.radar.map.level"),
+                    _pixel(page, "radar", 40, 40)[:3],  # backdrop, away from everyone
+                    _pixel(page, "radar", *positions["Alpha"])[:3],
+                    _pixel(page, "radar", *positions["Charlie"])[:3],
+                )
+
+            page.wait_for_function("window.radar.map.level === 'default'")
+            level, backdrop, alpha, charlie = state()
+            assert backdrop == list(colours["default"]) and alpha == list(TEAM_RGB["T"])
+            assert charlie != list(TEAM_RGB["CT"])  # downstairs: faint
+            page.click("#team-CT li[data-name=Charlie] button.follow")
+            page.wait_for_function("window.radar.map.level === 'lower'")
+            _wait_pixel(page, "radar", 40, 40, colours["lower"])
+            level, backdrop, alpha, charlie = state()
+            assert backdrop == list(colours["lower"]) and charlie == list(TEAM_RGB["CT"])
+            assert alpha != list(TEAM_RGB["T"])
+            page.select_option("#level", "default")  # the switch wins over height
+            page.wait_for_function("window.radar.map.level === 'default'")
+        finally:
+            seam.stop()
 
 
 def test_real_demos_occupancy_backdrop_lines_up_with_the_players(tmp_path, page):
