@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 from aiohttp import web
 
+from processing.recording import Recording
+
 RADAR_SIZE = 1024  # radar pixels the overview transform maps onto (CS2's radar images)
 GRID = 512  # occupancy cells across the square: 2 radar pixels per cell
 MAX_SAMPLED_FRAMES = 12_000  # per recording: bounds the first-use cost on hour-long demos
@@ -163,7 +165,7 @@ def sample_positions(recordings: Iterable[RecordingLike]) -> np.ndarray:
     chunks: list[np.ndarray] = []
     recordings = list(recordings)
     budget = max(500, min(MAX_SAMPLED_FRAMES, MAX_SAMPLED_TOTAL // max(1, len(recordings))))
-    for recording in recordings:
+    for recording in map(_private_reader, recordings):
         count = recording.frame_count
         stride = max(1, -(-count // budget))
         reach = 6.0 * stride + 32.0  # a running player covers ~4 units a tick
@@ -186,6 +188,14 @@ def sample_positions(recordings: Iterable[RecordingLike]) -> np.ndarray:
             points = seg[None, :, :3] + (seg[None, :, 3:] - seg[None, :, :3]) * steps
             chunks.append(points.reshape(-1, 3))
     return np.concatenate(chunks) if chunks else np.empty((0, 3))
+
+
+def _private_reader(recording: RecordingLike) -> RecordingLike:
+    """A reader with its own chunk cache over the same bytes: the raster is built in a worker
+    thread while sessions read the recording on the event loop."""
+    if isinstance(recording, Recording):
+        return Recording.from_bytes(recording.raw_bytes(), recording.name)  # type: ignore[arg-type]
+    return recording
 
 
 def fit_transform(points: np.ndarray) -> Transform:

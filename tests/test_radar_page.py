@@ -611,6 +611,16 @@ def test_real_demos_occupancy_backdrop_lines_up_with_the_players(tmp_path, page)
             seam.stop()
 
 
+def test_plain_ticks_without_decompression_stream(coach, page):
+    seam, recording, _ = coach
+    page.add_init_script("delete window.DecompressionStream")  # an older browser
+    _open_recording(page, seam.url)
+    assert page.evaluate("window.radar.session.deflate") is False
+    assert page.evaluate("window.radar.tick") == recording.meta["first_tick"]
+    page.keyboard.press("]")
+    page.wait_for_function(f"window.radar.tick === {int(recording.meta['round_starts'][1])}")
+
+
 # -- live matches from CS2 GSI (needs the server's GSI ingest on the HTTP port) -----------------
 
 GSI_MATCH = "radar-gsi"

@@ -19,6 +19,7 @@ export function bindKeys(target, actions, speeds) {
     } else {
       return;
     }
-    e.preventDefault(); // space would scroll, arrows would move the page
+    e.preventDefault(); // space would scroll (or press a focused button), arrows would move
+    if (e.target instanceof HTMLButtonElement) e.target.blur();
   });
 }
