@@ -41,6 +41,33 @@ export class LiveClock {
   }
 }
 
+/** A live match's clock: its frames exist only once the game posted them, so they are played
+ * as they arrive, a little behind the newest. ``base`` is the latest "arrival time minus
+ * key / rate" seen (every frame has arrived by then), shrinking slowly so one late burst does
+ * not add latency for ever. */
+export class ArrivalClock {
+  constructor(now = nowS, margin = 0.15) {
+    this.now = now;
+    this.rate = 64;
+    this.margin = margin; // seconds behind the newest frame, for jitter between bursts
+    this.base = null;
+    this.lastArrival = 0;
+  }
+
+  arrived(newestKey) {
+    const t = this.now();
+    const sample = t - newestKey / this.rate;
+    const relaxed = this.base === null ? sample : this.base - 0.02 * (t - this.lastArrival);
+    this.base = Math.max(sample, relaxed);
+    this.lastArrival = t;
+  }
+
+  position() {
+    if (this.base === null) return -Infinity;
+    return (this.now() - this.base - this.margin) * this.rate;
+  }
+}
+
 /** Frames in key order, with the pair around a position for interpolation. */
 export class FrameBuffer {
   constructor() {

@@ -74,7 +74,8 @@ async function listAll() {
     const streams = await server.streams();
     $("streams").replaceChildren(...streams.map((s) => item(
       button(`${s.id} (${s.map}, ${s.subscribers} watching${s.stale ? ", stale" : ""})`, "live", s.id),
-      ...(s.source === "gsi" ? [button("DVR", "replay", s.id)] : []), // replay while live
+      // A live match (not a recording played live) can be replayed while it runs.
+      ...(s.source && s.source !== "recording" ? [button("DVR", "replay", s.id)] : []),
     )));
   } catch (err) {
     errors.push(err.message);
@@ -113,6 +114,10 @@ function connect(kind, id) {
       if (s !== session) return;
       $("play").textContent = s.clock.playing ? "pause" : "play";
       $("go-live").dataset.edge = String(Boolean(s.liveEdge));
+      if (s.liveEdge && s.catchingUp) {
+        s.catchingUp = false;
+        setSpeed(1);
+      }
     },
     stale: (stale) => { if (s === session) $("stale").hidden = !stale; },
     frame: () => { framesReceived++; },
@@ -216,10 +221,13 @@ function setSpeed(value) {
   send({ type: "speed", value });
 }
 
+/** To the newest frame: seek there and play at 2x, since the edge moves on meanwhile; back
+ * to 1x once the server says we are holding at the edge. */
 function goLive() {
   if (!session?.live) return;
   session.seek(session.last);
-  setSpeed(1);
+  session.catchingUp = true;
+  setSpeed(2);
   send({ type: "play" });
 }
 

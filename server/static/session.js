@@ -1,6 +1,6 @@
 // One stream or recording being watched: the connection, its messages (docs/protocol.md) and
 // what they build up (frames, utility, events, clock). The page reacts through ``ui`` hooks.
-import { FrameBuffer, LiveClock, ReplayClock, nowS } from "./clock.js";
+import { ArrivalClock, FrameBuffer, LiveClock, ReplayClock, nowS } from "./clock.js";
 import { EventsIndex } from "./events.js";
 import { StreamClient } from "./protocol.js";
 import { Utility } from "./utility.js";
@@ -81,12 +81,15 @@ export class Session {
     this.roster = msg.roster || [];
     this.ui.conn("open");
     if (this.kind === "live") {
+      if (this.epoch !== null && this.epoch !== info.epoch) this.restart(); // seqs start over
+      // A recorded stream plays frame s at epoch + s / rate; a live match's epoch is an
+      // identity, not a time: its frames are played as they arrive.
+      if (typeof info.epoch !== "number" && !(this.clock instanceof ArrivalClock)) this.clock = new ArrivalClock();
       this.rate = this.clock.rate = info.rate;
       this.clock.offset = msg.server_time - nowS();
-      if (this.epoch !== null && this.epoch !== info.epoch) this.restart(); // seqs start over
       this.epoch = this.clock.epoch = info.epoch;
       const buffer = Math.min(msg.max_buffer, Math.round(LIVE_BUFFER_SECONDS * this.rate));
-      const resume = this.lastSeq >= 0 ? { resume_seq: this.lastSeq + 1 } : {};
+      const resume = this.lastSeq >= 0 ? { resume_seq: this.lastSeq + 1, epoch: this.epoch } : {};
       this.send({ type: "subscribe", buffer, ...resume });
     } else {
       this.rate = info.tickrate;
@@ -163,6 +166,9 @@ export class Session {
       this.events.observeFrame(frame);
       if (this.live && frame.tick > this.last) this.last = frame.tick; // a live match grows
     });
+    if (this.clock instanceof ArrivalClock && this.buffer.length) {
+      this.clock.arrived(this.buffer.frames[this.buffer.length - 1].key);
+    }
     if (anchored) this.buffer.dropBefore(this.clock.position() - this.keyRate);
     this.utility.prune(this.buffer.frames[0]?.key ?? 0, this.keyRate);
   }
@@ -172,11 +178,15 @@ export class Session {
     this.ui.stale(this.stale);
   }
 
-  /** ``/streams`` says whether the feed is stale too (for clients that missed the message). */
+  /** ``/streams`` says whether the feed is stale too (for clients that missed the message)
+   * and how far a live match has grown. */
   async pollStale() {
     try {
       const entry = (await this.server.streams()).find((e) => e.id === this.id);
-      if (!this.client.closed && entry && entry.stale !== undefined) this.setStale(entry.stale);
+      if (this.client.closed || !entry) return;
+      if (entry.stale !== undefined) this.setStale(entry.stale);
+      // A paused DVR gets no frames: the match's growth comes from the list.
+      if (this.live && entry.last_tick > this.last) this.last = entry.last_tick;
     } catch {
       // the connection state already says what is wrong
     }
