@@ -35,7 +35,7 @@ MAP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 DEFAULT_LEVEL = "default"
-HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "max-age=60"}
+HEADERS = {"Cache-Control": "max-age=60"}  # CORS is the HTTP app's (configured origins only)
 
 
 class RecordingLike(Protocol):
@@ -354,5 +354,5 @@ def _error(status: int, code: str, message: str) -> web.HTTPException:
     kinds = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 500: web.HTTPInternalServerError}
     return kinds[status](
         text=json.dumps({"error": code, "message": message}),
-        content_type="application/json", headers={"Access-Control-Allow-Origin": "*"},
+        content_type="application/json",
     )  # fmt: skip

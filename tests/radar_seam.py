@@ -20,7 +20,6 @@ from processing.recording import Recording
 from server.maps import map_routes
 
 STATIC = Path(__file__).resolve().parents[1] / "server" / "static"
-CORS = {"Access-Control-Allow-Origin": "*"}
 
 
 def events_of(recording: Recording) -> list[dict[str, Any]]:
@@ -44,15 +43,23 @@ def events_of(recording: Recording) -> list[dict[str, Any]]:
     return events
 
 
+@web.middleware
+async def cors(request: web.Request, handler) -> web.StreamResponse:
+    """Any origin may read (a test server on loopback; the real one allows configured ones)."""
+    response = await handler(request)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
 class SeamApp:
     """An aiohttp app on its own loopback port and thread, in front of a WebSocket server."""
 
-    def __init__(self, ws_port: int, recordings: dict[str, Recording], overviews: Path | None):
-        self.ws_port = ws_port
+    def __init__(self, recordings: dict[str, Recording], overviews: Path | None) -> None:
+        self.ws_port = 0  # set before start(): the server may need our url (--allowed-origins)
         self.recordings = recordings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = web.Application()
+        app = web.Application(middlewares=[cors])
         app.add_routes(map_routes(lambda: list(recordings.values()), overviews))
         app.add_routes([
             web.get("/", self.index), web.get("/streams", self.streams),
@@ -92,14 +99,14 @@ class SeamApp:
     async def streams(self, request: web.Request) -> web.Response:
         answer = await self._upstream("/streams")
         answer["ports"] = {"ws": self.ws_port, "http": self.port}
-        return web.json_response(answer, headers=CORS)
+        return web.json_response(answer)
 
     async def catalog(self, request: web.Request) -> web.Response:
-        return web.json_response(await self._upstream("/recordings"), headers=CORS)
+        return web.json_response(await self._upstream("/recordings"))
 
     async def events(self, request: web.Request) -> web.Response:
         recording = self.recordings.get(request.match_info["id"])
         if recording is None:
-            raise web.HTTPNotFound(text="unknown recording", headers=CORS)
+            raise web.HTTPNotFound(text="unknown recording")
         events = await asyncio.to_thread(events_of, recording)
-        return web.json_response({"events": events}, headers=CORS)
+        return web.json_response({"events": events})

@@ -180,7 +180,7 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def other_origin() -> Iterator[str]:
     """The server/ folder on a plain file server, like someone opening the page elsewhere."""
     handler = functools.partial(_QuietFiles, directory=str(ROOT / "server"))
@@ -252,8 +252,9 @@ def coach(tmp_path_factory):
         "coach": Recording.open(write_coach_match(folder, "coach", "de_mirage")),
         "elsewhere": Recording.open(write_coach_match(folder, "elsewhere", "de_inferno")),
     }
-    with server_process("--recordings", str(folder)) as srv:
-        seam = SeamApp(srv.port, recordings, overviews)
+    seam = SeamApp(recordings, overviews)
+    with server_process("--recordings", str(folder), "--allowed-origins", seam.url) as srv:
+        seam.ws_port = srv.port
         seam.start()
         try:
             yield seam, recordings["coach"], events_of(recordings["coach"])
@@ -531,8 +532,9 @@ def test_two_level_map_switches_level_by_height(tmp_path, page):
     info = SourceInfo("de_nuke", 64, "levels.dem", "0" * 64, "test")
     write_recording(folder / "levels.eeict", info, frames)
     recordings = {"levels": Recording.open(folder / "levels.eeict")}
-    with server_process("--recordings", str(folder)) as srv:
-        seam = SeamApp(srv.port, recordings, overviews)
+    seam = SeamApp(recordings, overviews)
+    with server_process("--recordings", str(folder), "--allowed-origins", seam.url) as srv:
+        seam.ws_port = srv.port
         seam.start()
         try:
             _open_recording(page, seam.url, "levels")
@@ -584,8 +586,9 @@ def test_real_demos_occupancy_backdrop_lines_up_with_the_players(tmp_path, page)
     )  # fmt: skip
     recordings = {p.stem: Recording.open(p) for p in sorted(out.glob("*.eeict"))}
     assert len(recordings) == len(demos)
-    with server_process("--recordings", str(out)) as srv:
-        seam = SeamApp(srv.port, recordings, None)
+    seam = SeamApp(recordings, None)
+    with server_process("--recordings", str(out), "--allowed-origins", seam.url) as srv:
+        seam.ws_port = srv.port
         seam.start()
         try:
             _open_recording(page, seam.url, "run_1")
