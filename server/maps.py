@@ -282,6 +282,9 @@ class MapBackdrops:
 
     async def get(self, map_name: str) -> Backdrop | None:
         recordings = [r for r in self._get_recordings() if r.meta.get("map") == map_name]
+        # Generated matches walk made-up paths: only where real players stood, when any did.
+        real = [r for r in recordings if not r.meta.get("synthetic")]
+        recordings = real or recordings
         key = tuple(sorted((str(getattr(r, "name", id(r))), r.frame_count) for r in recordings))
         async with self._locks.setdefault(map_name, asyncio.Lock()):
             cached = self._cache.get(map_name)

@@ -183,3 +183,24 @@ async def test_errors_are_clear(tmp_path, serve):
     body = await broken.json()
     assert broken.status == 500 and "pos_y" in body["message"]
     assert "de_broken.txt" in body["message"]
+
+
+async def test_generated_matches_count_only_without_real_recordings(tmp_path, serve):
+    from processing.recording import write_recording
+    from processing.source import SourceInfo
+
+    info = SourceInfo("de_mirage", 64, "gen", "0" * 64, "synthetic", synthetic=True)
+    frames = match_frames(200)
+    for frame in frames:
+        for player in frame["players"]:
+            player["x"] += 5000.0  # far from where the real match's players stood
+    write_recording(tmp_path / "gen.eeict", info, frames)
+    generated = Recording.open(tmp_path / "gen.eeict")
+    real = Recording.open(write_match(tmp_path, "real", count=200))
+
+    both = await (await serve([generated, real], None)).get("/maps/de_mirage")
+    info_both = await both.json()
+    assert "1 recording " in info_both["label"]
+    assert info_both["pos_x"] + 1024 * info_both["scale"] < 4000  # fitted to the real one only
+    alone = await (await (await serve([generated], None)).get("/maps/de_mirage")).json()
+    assert alone["source"] == "occupancy" and alone["pos_x"] > 2000
