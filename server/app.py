@@ -33,6 +33,7 @@ from server.ingest import Ingest
 from server.legacy import serve_legacy
 from server.live_driver import LiveDriver
 from server.live_session import LiveSession
+from server.maps import map_routes
 from server.metrics import Metrics
 from server.replay_session import ReplaySession
 from server.streams.encoding import ConnectionOptions
@@ -221,7 +222,10 @@ class App:
 
     def extra_routes(self) -> list[web.RouteDef]:
         """HTTP routes of the map overviews (server/maps.py)."""
-        return []
+        return map_routes(
+            lambda: [entry.recording for entry in list(self.catalog.entries.values())],
+            self.config.overviews,
+        )
 
     # -- WebSocket routing -----------------------------------------------------------------
 

@@ -1,0 +1,89 @@
+// Grenades and their lifetime, from the frames seen so far: smokes (radius and countdown),
+// infernos (area and countdown), flashes and HE bursts, grenades in flight with their trail.
+
+export const SMOKE_SECONDS = 18;
+export const SMOKE_RADIUS = 144; // game units
+export const INFERNO_SECONDS = 7;
+const BURST_SECONDS = 0.6; // how long a flash or HE burst is drawn
+const TRAIL_POINTS = 96;
+
+export class Utility {
+  constructor() { this.reset(); }
+
+  reset() {
+    this.events = []; // {key, type, x, y} from nade_event
+    this.trails = new Map(); // nade id -> {type, team, points: [{key, x, y}], lastKey}
+    this.infernoStart = new Map(); // inferno id -> key first seen
+  }
+
+  /** Takes note of one new frame (in key order). */
+  observe(key, frame) {
+    // Every detonation (nade_events, schema 2), else the frame's first one (nade_event).
+    const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
+    for (const e of detonations) this.events.push({ key, type: e.type, x: e.x, y: e.y });
+    for (const nade of frame.nades || []) {
+      let trail = this.trails.get(nade.id);
+      if (!trail) this.trails.set(nade.id, (trail = { type: nade.type, team: nade.team, points: [] }));
+      trail.points.push({ key, x: nade.x, y: nade.y });
+      if (trail.points.length > TRAIL_POINTS) trail.points.shift();
+      trail.lastKey = key;
+    }
+    for (const inferno of frame.infernos || []) {
+      if (!this.infernoStart.has(inferno.id)) this.infernoStart.set(inferno.id, key);
+    }
+  }
+
+  /** Takes note of a frame from before the playback position (fetched after a seek): its
+   * detonations and infernos, so a smoke thrown before the seek still counts down. */
+  observeHistory(key, frame) {
+    const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
+    for (const e of detonations) {
+      if (!this.events.some((old) => old.key === key && old.type === e.type)) {
+        this.events.push({ key, type: e.type, x: e.x, y: e.y });
+      }
+    }
+    for (const inferno of frame.infernos || []) {
+      const known = this.infernoStart.get(inferno.id);
+      if (known === undefined || key < known) this.infernoStart.set(inferno.id, key);
+    }
+  }
+
+  /** Forgets what ended before ``oldestKey`` (bounded memory on a long stream). */
+  prune(oldestKey, keyRate) {
+    const horizon = oldestKey - SMOKE_SECONDS * keyRate;
+    this.events = this.events.filter((e) => e.key >= horizon);
+    for (const [id, trail] of this.trails) if (trail.lastKey < oldestKey - keyRate) this.trails.delete(id);
+    for (const [id, key] of this.infernoStart) if (key < horizon) this.infernoStart.delete(id);
+  }
+
+  /** Smokes blooming at ``pos``: position, seconds left and the fraction of life left. */
+  smokes(pos, keyRate) {
+    return this.active("smoke", pos, SMOKE_SECONDS * keyRate, keyRate);
+  }
+
+  bursts(pos, keyRate) {
+    return ["flash", "he"].flatMap((type) => this.active(type, pos, BURST_SECONDS * keyRate, keyRate));
+  }
+
+  active(type, pos, lifetime, keyRate) {
+    return this.events
+      .filter((e) => e.type === type && e.key <= pos && pos < e.key + lifetime)
+      .map((e) => ({ ...e, left: (e.key + lifetime - pos) / keyRate, frac: 1 - (pos - e.key) / lifetime }));
+  }
+
+  /** Seconds an inferno has left (its fires are in the frame itself). */
+  infernoLeft(id, pos, keyRate) {
+    const start = this.infernoStart.get(id) ?? pos;
+    return Math.max(0, INFERNO_SECONDS - (pos - start) / keyRate);
+  }
+
+  /** Grenades still in the frame on screen (``shownKey``), with their trail up to ``pos``. */
+  inFlight(pos, shownKey) {
+    const out = [];
+    for (const [id, trail] of this.trails) {
+      const points = trail.points.filter((p) => p.key <= pos);
+      if (points.length && trail.lastKey >= shownKey) out.push({ id, ...trail, points });
+    }
+    return out;
+  }
+}
