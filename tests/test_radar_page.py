@@ -1,7 +1,7 @@
 """The radar page in a real headless Chromium (Debian's, driven by Playwright) against a real
 server: live playback moves players, a recording seeks to the frame at/before a tick, the page
-works when served from another origin; and the coach's viewer (tests/radar_seam.py serves the
-HTTP side the server is getting): the map backdrop under the players at the right pixels,
+works when served from another origin; and the coach's viewer: the map backdrop under the
+players at the right pixels,
 event markers, keyboard and timeline seeks, a kill feed right after any seek, interpolation
 at 0.25x, compressed ticks inflated by the browser, and (with the GSI ingest) live matches."""
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require_shared
-from server_process import ServerProcess, free_port, server_process, write_match
+from server_process import ServerProcess, server_process, write_match
 
 from processing.recording import Recording
 
@@ -203,7 +203,7 @@ def test_page_from_another_origin_uses_server_url(server, page, other_origin):
     page.wait_for_function(f"window.radar.tick !== {tick}")
 
 
-# -- the coach's viewer, against the HTTP side of the redesign (tests/radar_seam.py) ------------
+# -- the coach's viewer: map, timeline, panels, motion -------------------------------------------
 
 MIRAGE = {"pos_x": -3230.0, "pos_y": 1713.0, "scale": 5.0}
 TEAM_RGB = {"T": (240, 160, 48), "CT": (74, 144, 226)}
@@ -236,12 +236,17 @@ def write_coach_match(folder: Path, name: str, map_name: str) -> Path:
     return path
 
 
+class Served:
+    """Where a test's page is opened: the real server's HTTP port."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.url = server.http_url
+
+
 @pytest.fixture(scope="module")
 def coach(tmp_path_factory):
-    """A real server (WebSocket side) with two recordings, behind the seam's HTTP app with a
-    de_mirage overview (transform file and radar image) in its overview folder."""
-    from radar_seam import SeamApp, events_of
-
+    """A real server with two recordings and a de_mirage overview (transform file and radar
+    image) in its overview folder."""
     from server.maps import encode_png
 
     folder = tmp_path_factory.mktemp("coach")
@@ -253,14 +258,9 @@ def coach(tmp_path_factory):
         "coach": Recording.open(write_coach_match(folder, "coach", "de_mirage")),
         "elsewhere": Recording.open(write_coach_match(folder, "elsewhere", "de_inferno")),
     }
-    seam = SeamApp(recordings, overviews)
-    with server_process("--recordings", str(folder), "--allowed-origins", seam.url) as srv:
-        seam.ws_port = srv.port
-        seam.start()
-        try:
-            yield seam, recordings["coach"], events_of(recordings["coach"])
-        finally:
-            seam.stop()
+    args = ("--recordings", str(folder), "--overviews", str(overviews), "--live", "coach")
+    with server_process(*args, "--loop") as srv:
+        yield Served(srv), recordings["coach"], recordings["coach"].meta["events"]
 
 
 def _open_recording(page, url: str, name: str = "coach") -> None:
@@ -505,7 +505,6 @@ def test_compressed_ticks_are_inflated_by_the_browser(coach, page):
 def test_two_level_map_switches_level_by_height(tmp_path, page):
     """A Nuke-like overview with two levels: the level shown follows the followed player's
     height, players on the other level are drawn faintly, and the switch overrides it."""
-    from radar_seam import SeamApp
     from server_process import match_frames
 
     from processing.recording import write_recording
@@ -532,41 +531,36 @@ def test_two_level_map_switches_level_by_height(tmp_path, page):
     folder.mkdir()
     info = SourceInfo("de_nuke", 64, "levels.dem", "0" * 64, "test")
     write_recording(folder / "levels.eeict", info, frames)
-    recordings = {"levels": Recording.open(folder / "levels.eeict")}
-    seam = SeamApp(recordings, overviews)
-    with server_process("--recordings", str(folder), "--allowed-origins", seam.url) as srv:
-        seam.ws_port = srv.port
-        seam.start()
-        try:
-            _open_recording(page, seam.url, "levels")
-            page.wait_for_function("window.radar.map.images.length === 2")
-            assert page.is_visible("#level-switch")
-            levels = page.evaluate("window.radar.map.levels.map((lv) => lv.name)")
-            assert levels == ["default", "lower"]
+    args = ("--recordings", str(folder), "--overviews", str(overviews), "--live", "levels")
+    with server_process(*args) as srv:
+        seam = Served(srv)
+        _open_recording(page, seam.url, "levels")
+        page.wait_for_function("window.radar.map.images.length === 2")
+        assert page.is_visible("#level-switch")
+        levels = page.evaluate("window.radar.map.levels.map((lv) => lv.name)")
+        assert levels == ["default", "lower"]
 
-            def state() -> tuple[str, list[int], list[int], list[int]]:
-                positions = page.evaluate("window.radar.positions")
-                return (
-                    page.evaluate("window.radar.map.level"),
-                    _pixel(page, "radar", 40, 40)[:3],  # backdrop, away from everyone
-                    _pixel(page, "radar", *positions["Alpha"])[:3],
-                    _pixel(page, "radar", *positions["Charlie"])[:3],
-                )
+        def state() -> tuple[str, list[int], list[int], list[int]]:
+            positions = page.evaluate("window.radar.positions")
+            return (
+                page.evaluate("window.radar.map.level"),
+                _pixel(page, "radar", 40, 40)[:3],  # backdrop, away from everyone
+                _pixel(page, "radar", *positions["Alpha"])[:3],
+                _pixel(page, "radar", *positions["Charlie"])[:3],
+            )
 
-            page.wait_for_function("window.radar.map.level === 'default'")
-            level, backdrop, alpha, charlie = state()
-            assert backdrop == list(colours["default"]) and alpha == list(TEAM_RGB["T"])
-            assert charlie != list(TEAM_RGB["CT"])  # downstairs: faint
-            page.click("#team-CT li[data-name=Charlie] button.follow")
-            page.wait_for_function("window.radar.map.level === 'lower'")
-            _wait_pixel(page, "radar", 40, 40, colours["lower"])
-            level, backdrop, alpha, charlie = state()
-            assert backdrop == list(colours["lower"]) and charlie == list(TEAM_RGB["CT"])
-            assert alpha != list(TEAM_RGB["T"])
-            page.select_option("#level", "default")  # the switch wins over height
-            page.wait_for_function("window.radar.map.level === 'default'")
-        finally:
-            seam.stop()
+        page.wait_for_function("window.radar.map.level === 'default'")
+        level, backdrop, alpha, charlie = state()
+        assert backdrop == list(colours["default"]) and alpha == list(TEAM_RGB["T"])
+        assert charlie != list(TEAM_RGB["CT"])  # downstairs: faint
+        page.click("#team-CT li[data-name=Charlie] button.follow")
+        page.wait_for_function("window.radar.map.level === 'lower'")
+        _wait_pixel(page, "radar", 40, 40, colours["lower"])
+        level, backdrop, alpha, charlie = state()
+        assert backdrop == list(colours["lower"]) and charlie == list(TEAM_RGB["CT"])
+        assert alpha != list(TEAM_RGB["T"])
+        page.select_option("#level", "default")  # the switch wins over height
+        page.wait_for_function("window.radar.map.level === 'default'")
 
 
 def test_real_demos_occupancy_backdrop_lines_up_with_the_players(tmp_path, page):
@@ -576,7 +570,6 @@ def test_real_demos_occupancy_backdrop_lines_up_with_the_players(tmp_path, page)
     import sys
     import urllib.request
 
-    from radar_seam import SeamApp
     from test_maps import decode_png
 
     demos = sorted(require_shared("demos").glob("*.dem"))
@@ -587,32 +580,27 @@ def test_real_demos_occupancy_backdrop_lines_up_with_the_players(tmp_path, page)
     )  # fmt: skip
     recordings = {p.stem: Recording.open(p) for p in sorted(out.glob("*.eeict"))}
     assert len(recordings) == len(demos)
-    seam = SeamApp(recordings, None)
-    with server_process("--recordings", str(out), "--allowed-origins", seam.url) as srv:
-        seam.ws_port = srv.port
-        seam.start()
-        try:
-            _open_recording(page, seam.url, "run_1")
-            info = page.evaluate("window.radar.map")
-            assert info["source"] == "occupancy" and "9 recordings" in info["label"]
-            with urllib.request.urlopen(seam.url + info["image"], timeout=30) as response:
-                raster = decode_png(response.read())
-            page.keyboard.press("7")  # 4x
-            page.keyboard.press("Space")
-            checked = 0
-            for _ in range(5):
-                tick = page.evaluate("window.radar.tick")
-                page.wait_for_function(f"window.radar.tick > {tick} + 64")
-                for x, y in page.evaluate("Object.values(window.radar.positions)"):
-                    # Within a cell of where the raster has someone standing (2 px cells).
-                    r, c = int(y), int(x)
-                    assert raster[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3, 1].any(), (x, y)
-                    checked += 1
-            assert checked >= 5
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "radar-demos.png"))
-        finally:
-            seam.stop()
+    with server_process("--recordings", str(out), "--live", "run_1") as srv:
+        seam = Served(srv)
+        _open_recording(page, seam.url, "run_1")
+        info = page.evaluate("window.radar.map")
+        assert info["source"] == "occupancy" and "9 recordings" in info["label"]
+        with urllib.request.urlopen(seam.url + info["image"], timeout=30) as response:
+            raster = decode_png(response.read())
+        page.keyboard.press("7")  # 4x
+        page.keyboard.press("Space")
+        checked = 0
+        for _ in range(5):
+            tick = page.evaluate("window.radar.tick")
+            page.wait_for_function(f"window.radar.tick > {tick} + 64")
+            for x, y in page.evaluate("Object.values(window.radar.positions)"):
+                # Within a cell of where the raster has someone standing (2 px cells).
+                r, c = int(y), int(x)
+                assert raster[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3, 1].any(), (x, y)
+                checked += 1
+        assert checked >= 5
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "radar-demos.png"))
 
 
 def test_plain_ticks_without_decompression_stream(coach, page):
@@ -684,24 +672,12 @@ GSI_ARGS = ("--gsi", f"{GSI_MATCH}={GSI_TOKEN}", "--gsi-stale-after", "2")
 
 @pytest.fixture
 def gsi(tmp_path) -> Iterator[tuple[str, GsiPoster]]:
-    """A server taking GSI posts for one match on its HTTP port; skips on a server without
-    the GSI ingest (no --gsi option)."""
+    """A server taking GSI posts for one match on its HTTP port."""
     payloads = [{**p, "auth": {"token": GSI_TOKEN}} for p in _gsi_payloads(400)]
     args = ("--recordings", str(tmp_path), *GSI_ARGS)  # the match's journal goes there
-    srv = ServerProcess(args)
-    if hasattr(srv, "http_port"):  # ServerProcess passes --http-port itself
-        http_url = srv.http_url
-    else:
-        http_port = free_port()
-        srv.args = ("--http-port", str(http_port), *args)
-        http_url = f"http://127.0.0.1:{http_port}"
-    srv.log_path = tmp_path / "server.log"
-    try:
-        srv.start()
-    except RuntimeError as exc:
-        if "unrecognized arguments" in str(exc):
-            pytest.skip("needs the server's GSI ingest (--http-port, --gsi NAME=TOKEN)")
-        raise
+    srv = ServerProcess(args, log_path=tmp_path / "server.log")
+    srv.start()
+    http_url = srv.http_url
     poster = GsiPoster(f"{http_url}/gsi/{GSI_MATCH}", payloads)
     try:
         status = poster.post(payloads[0])
