@@ -143,14 +143,14 @@ def match_frames(count: int = 1200, first_tick: int = 1000) -> list[dict]:
                     "sid": 76561190000000000 + n, "name": name, "clan": "", "team": team,
                     "hp": 100 - n * 10, "money": 800, "x": cx + 200 * math.cos(a),
                     "y": cy + 200 * math.sin(a), "z": 0.0, "view_x": math.degrees(a) % 360,
-                    "view_y": 0.0, "actv_itm": "ak47", "items": ["knife", "ak47"],
+                    "view_y": 0.0, "actv_itm": "AK-47", "items": ["Knife", "AK-47"],
                     "helmet": True, "armor": 100, "kit": False, "is_ducking": False,
                     "is_walking": False, "is_standing": True, "is_air": False, "is_rld": False,
                     "kills": 0, "deaths": 0, "assists": 0, "dmg": 0, "adr": 0.0,
                     "is_planting": False, "is_defusing": False,
                 }
             )  # fmt: skip
-        kill = {"killer": "Alpha", "victim": "Delta", "weapon": "ak47", "is_hs": True}
+        kill = {"killer": "Alpha", "victim": "Delta", "weapon": "AK-47", "is_hs": True}
         planted = i % half >= 300
         carrier = players[0]
         frames.append(
@@ -159,12 +159,12 @@ def match_frames(count: int = 1200, first_tick: int = 1000) -> list[dict]:
                 "is_freeze": i % half < 64, "t": "Orange", "ct": "Blue",
                 "t_wins": int(i >= half), "ct_wins": 0, "players": players, "shooting": None,
                 "kills": [{**kill, "penetrations": 0}] if i == half // 2 else None,
-                "nades": [{"id": 1, "type": "smoke", "x": -500.0 + i, "y": -800.0, "z": 0.0,
+                "nades": [{"id": 1, "type": "Smoke Grenade", "x": -500.0 + i, "y": -800.0, "z": 0.0,
                            "team": "T"}] if 80 <= i % half < 100 else None,
                 "infernos": [{"id": 2, "fires": [{"x": -1000.0 + 30 * k, "y": -1200.0,
                                                   "z": 0.0} for k in range(5)]}]
                 if 150 <= i % half < 400 else None,
-                "nade_event": {"type": "smoke", "x": -400.0, "y": -800.0, "z": 0.0}
+                "nade_event": {"type": "Smoke Grenade", "x": -400.0, "y": -800.0, "z": 0.0}
                 if i % half == 100 else None,
                 "bomb": {"carrier": None if planted else carrier["name"],
                          "x": -350.0 if planted else carrier["x"],

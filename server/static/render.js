@@ -1,6 +1,6 @@
 // Drawing one picture of the radar: backdrop, utility, bomb, players (interpolated between
 // the frames around the playback position) and where the dead fell.
-import { SMOKE_RADIUS } from "./utility.js";
+import { SMOKE_RADIUS, kindOf } from "./utility.js";
 
 export const TEAM_COLOUR = { T: "#f0a030", CT: "#4a90e2" };
 const NADE_COLOUR = {
@@ -125,7 +125,7 @@ export class Renderer {
       ctx.globalAlpha = 1;
     }
     for (const nade of interpolateNades(picked)) {
-      ctx.fillStyle = NADE_COLOUR[nade.type] || "#fff";
+      ctx.fillStyle = NADE_COLOUR[kindOf(nade.type)] || "#fff";
       this.disc(...this.px(nade.x, nade.y), 5);
     }
   }

@@ -7,6 +7,13 @@ export const INFERNO_SECONDS = 7;
 const BURST_SECONDS = 0.6; // how long a flash or HE burst is drawn
 const TRAIL_POINTS = 96;
 
+// Frames name grenades as the client does (processing/vocabulary.py); the page draws by kind.
+const KIND = {
+  "Smoke Grenade": "smoke", Flashbang: "flash", "HE Grenade": "he", Molotov: "molotov",
+  "Incendiary Grenade": "incendiary", "Decoy Grenade": "decoy",
+};
+export const kindOf = (type) => KIND[type] || type;
+
 export class Utility {
   constructor() { this.reset(); }
 
@@ -20,10 +27,10 @@ export class Utility {
   observe(key, frame) {
     // Every detonation (nade_events, schema 2), else the frame's first one (nade_event).
     const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
-    for (const e of detonations) this.events.push({ key, type: e.type, x: e.x, y: e.y });
+    for (const e of detonations) this.events.push({ key, type: kindOf(e.type), x: e.x, y: e.y });
     for (const nade of frame.nades || []) {
       let trail = this.trails.get(nade.id);
-      if (!trail) this.trails.set(nade.id, (trail = { type: nade.type, team: nade.team, points: [] }));
+      if (!trail) this.trails.set(nade.id, (trail = { type: kindOf(nade.type), team: nade.team, points: [] }));
       trail.points.push({ key, x: nade.x, y: nade.y });
       if (trail.points.length > TRAIL_POINTS) trail.points.shift();
       trail.lastKey = key;
@@ -38,8 +45,8 @@ export class Utility {
   observeHistory(key, frame) {
     const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
     for (const e of detonations) {
-      if (!this.events.some((old) => old.key === key && old.type === e.type)) {
-        this.events.push({ key, type: e.type, x: e.x, y: e.y });
+      if (!this.events.some((old) => old.key === key && old.type === kindOf(e.type))) {
+        this.events.push({ key, type: kindOf(e.type), x: e.x, y: e.y });
       }
     }
     for (const inferno of frame.infernos || []) {
