@@ -19,6 +19,7 @@ from collections import OrderedDict
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server import protocol
 from server.metrics import Metrics
 from server.rate_limit import RateLimit
 from server.streams.live import LiveStream
@@ -69,11 +70,9 @@ async def serve_legacy(
     connection: ServerConnection, stream: LiveStream, clock, metrics: Metrics
 ) -> None:
     encoder = _encoders.get(stream) or _encoders.setdefault(stream, LegacyEncoder(stream))
-    feed = stream.feed
     credit = Credit()
     reader = asyncio.create_task(_read_requests(connection, credit, metrics))
-    next_seq = max(0, feed.playhead(clock()))
-    max_ahead = int(MAX_AHEAD_S * feed.rate)
+    next_seq = max(0, stream.feed.playhead(clock()))
     try:
         while True:
             if credit.bursts == 0:
@@ -81,14 +80,18 @@ async def serve_legacy(
                 await credit.changed.wait()
             if credit.closed:  # the client left
                 break
+            if stream.closed:  # the live match restarted: the client reconnects into it
+                await connection.close(protocol.CLOSE_RESTART, "the match restarted")
+                break
+            feed = stream.feed  # read anew: a replica may have moved to a new segment
             playhead = feed.playhead(clock())
-            if playhead - next_seq > feed.rate:
-                next_seq = playhead
+            if playhead - next_seq > feed.rate or next_seq < feed.oldest():
+                next_seq = max(playhead, feed.oldest())
             stop = next_seq + BURST
             end, available = feed.end(), feed.available()
             if end is not None:
                 stop = min(stop, end)
-            wait_frames = max(stop - playhead - max_ahead, 0)
+            wait_frames = max(stop - playhead - int(MAX_AHEAD_S * feed.rate), 0)
             if available is not None and stop > available:
                 wait_frames = max(wait_frames, 1)  # a match in play: its frames do not exist yet
             if wait_frames:

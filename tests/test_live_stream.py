@@ -299,3 +299,32 @@ def test_the_stream_logic_knows_no_sockets_clocks_or_event_loops():
         source = module.read_text()
         for banned in ("import asyncio", "import websockets", "from websockets", "import time"):
             assert banned not in source, f"{module.name} uses {banned!r}"
+
+
+def test_a_new_segment_tells_subscribers_what_was_lost():
+    """A replica whose broker lost frames continues from a feed that starts later."""
+    from server.streams.feed import GrowingFeed
+    from server.streams.store import GrowingStore
+
+    def feed_from(first: int, count: int) -> GrowingFeed:
+        store = GrowingStore("m", {"map": "de_mirage", "tickrate": RATE, "teams": {}})
+        feed = GrowingFeed(store, epoch=1.0, source="broker", base_seq=first)
+        for seq in range(first, first + count):
+            feed.append({"tick": seq, "players": []}, 0.0, 0.0)
+        return feed
+
+    clock = Clock()
+    stream = Driven(LiveStream("m", feed_from(0, 16), Metrics(), burst=8), clock)
+    sink = FakeSink()
+    stream.subscribe(sink, buffer=64)
+    assert sink.seqs() == [15]  # joined at the newest frame
+    stream.replace_feed(feed_from(40, 16))  # seqs 16..39 never reached this replica
+    stream.step(clock.now)
+    (skip,) = [m for m in sink.messages if m["type"] == "skip"]
+    assert (skip["reason"], skip["from_seq"], skip["to_seq"], skip["skipped"]) == (
+        "frames_lost", 16, 40, 24
+    )  # fmt: skip
+    assert sink.seqs()[1:] == list(range(40, 56)) and sink.ticks()[1:] == list(range(40, 56))
+    late = FakeSink()
+    stream.subscribe(late, buffer=64)
+    assert not [m for m in late.messages if m["type"] == "skip"]  # a newcomer lost nothing

@@ -92,6 +92,7 @@ class LiveStream:
         self._blocked: set[LiveSubscriber] = set()
         self._last_step = -1
         self._stale_told = False
+        self.closed = False  # this incarnation is over (close_all)
         self._cache = BurstCache()
         self._variants: dict[ConnectionOptions, int] = {}  # outbox keys per message variant
         self._outbox: dict[tuple[int, ...], tuple[bytes, list[Sink]]] = {}
@@ -164,7 +165,7 @@ class LiveStream:
         from another ``epoch`` (the stream restarted) starts at the live edge with a skip.
         """
         self.check_request(buffer, resume_seq)
-        playhead = max(0, self.feed.playhead(now))
+        playhead = max(0, self.feed.oldest(), self.feed.playhead(now))
         sub = LiveSubscriber(sink, buffer, playhead, options or PLAIN)
         if resume_seq is not None:
             window = int(self.limits.resume_window_s * self.feed.rate)
@@ -204,6 +205,7 @@ class LiveStream:
 
     def close_all(self, code: int, reason: str) -> Output:
         """Close every subscriber (the stream's incarnation is over)."""
+        self.closed = True  # for readers that are not subscribers (the legacy adapter)
         for sub in list(self.subscribers):
             self.unsubscribe(sub)
             self._closes.append((sub.sink, code, reason))
@@ -213,7 +215,7 @@ class LiveStream:
         """Continue from another feed of the same incarnation (a replica that lost frames starts
         a new segment); subscribers before its first frame are told what they lost."""
         self.feed = feed
-        self._cache.clear()
+        self._cache = BurstCache()  # bursts of the old feed's seqs are no longer its frames
 
     # -- the stream logic ------------------------------------------------------------------
 
