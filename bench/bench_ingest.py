@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import sys
@@ -114,6 +115,7 @@ async def _post(url: str, capture: Path, speed: float, limit: int | None, stop_s
 
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    positions: list[tuple[float, dict[int, tuple[float, float]]]] = []
     first_sent = start = first_time = 0.0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for capture_time, payload in paced(read_capture(capture, limit)):
@@ -125,9 +127,11 @@ async def _post(url: str, capture: Path, speed: float, limit: int | None, stop_s
             if wait > 0:
                 await asyncio.sleep(wait)
             body = json.dumps(with_token(payload, TOKEN), separators=(",", ":")).encode()
-            sent = loop.time()
+            sent, sent_wall = loop.time(), time.time()
             if not latencies:
-                first_sent = time.time()
+                first_sent = sent_wall
+            if speed <= 1.0:  # kept for the position cross-check (few posts at 1x)
+                positions.append((sent_wall, post_positions(payload)))
             async with session.post(
                 url, data=body, headers={"Content-Type": "application/json"}
             ) as response:
@@ -136,9 +140,56 @@ async def _post(url: str, capture: Path, speed: float, limit: int | None, stop_s
                     raise RuntimeError(f"post {len(latencies) + 1}: HTTP {response.status}")
             latencies.append(loop.time() - sent)
     seconds = loop.time() - start
+    behind = max(0.0, seconds - (capture_time - first_time) / speed)
     return {"posted": len(latencies), "seconds": seconds, "first_sent": first_sent,
-            "latencies": latencies, "behind_s": max(0.0, seconds - (capture_time - first_time)
-                                                    / speed)}  # fmt: skip
+            "latencies": latencies, "positions": positions, "behind_s": behind}  # fmt: skip
+
+
+def post_positions(payload: dict) -> dict[int, tuple[float, float]]:
+    """Each player's (x, y) in a post, by steam id."""
+    out = {}
+    for sid, player in (payload.get("allplayers") or {}).items():
+        x, y, _ = (float(v) for v in player["position"].split(","))
+        out[int(sid)] = (x, y)
+    return out
+
+
+def position_check(arrivals: list, first_sent: float, posts: list) -> dict[str, float]:
+    """How far the frame times this benchmark uses (first post sent + round_time) are from
+    the times the frames' positions say: each sampled frame is matched to the pair of posted
+    payloads its player positions lie between, and its time is interpolated between the
+    moments those two posts were sent."""
+    errors = []
+    for _, _, rt, _, players in arrivals[::8]:
+        t_pos = _matched_time(players, posts)
+        if t_pos is not None:
+            errors.append(abs(t_pos - (first_sent + rt)))
+    return {"position_check_frames": len(errors),
+            "position_check_p50_ms": 1000 * sup.percentile(errors, 50),
+            "position_check_p99_ms": 1000 * sup.percentile(errors, 99)}  # fmt: skip
+
+
+def _matched_time(players: dict, posts: list) -> float | None:
+    """The send time the frame's positions interpolate to, or None when no pair fits."""
+    for (ta, a), (tb, b) in itertools.pairwise(posts):
+        fs = []
+        for sid, (x, y) in players.items():
+            if sid not in a or sid not in b:
+                break
+            (xa, ya), (xb, yb) = a[sid], b[sid]
+            dx, dy = xb - xa, yb - ya
+            if max(abs(dx), abs(dy)) < 1.0:  # not moving: must sit still
+                if abs(x - xa) > 0.05 or abs(y - ya) > 0.05:
+                    break
+                continue
+            f = (x - xa) / dx if abs(dx) >= abs(dy) else (y - ya) / dy
+            if not -0.001 <= f <= 1.001 or abs(xa + f * dx - x) + abs(ya + f * dy - y) > 0.1:
+                break
+            fs.append(f)
+        else:
+            if fs and max(fs) - min(fs) < 0.01:
+                return ta + sum(fs) / len(fs) * (tb - ta)
+    return None
 
 
 # -- lean subscribers (client processes) --------------------------------------------------------
@@ -213,7 +264,8 @@ async def watch(port: int, arrivals: list, stop: asyncio.Event) -> None:
                 frames, seq = message["frames"], message["seq"]
                 last = seq + len(frames) - 1
                 for i, frame in enumerate(frames):
-                    arrivals.append((now, seq + i, frame["round_time"], last))
+                    players = {p["sid"]: (p["x"], p["y"]) for p in frame["players"]}
+                    arrivals.append((now, seq + i, frame["round_time"], last, players))
             elif message["type"] == "end":
                 return
 
@@ -222,8 +274,8 @@ def delays(arrivals: list, first_sent: float, gsi_delay: float) -> dict[str, flo
     """Subscriber-side delay (arrival - depicted time) and its parts: the fixed ``gsi_delay``,
     the wait for the rest of the frame's burst ((last seq - seq) / rate) and what is left (the
     ingest's 64 Hz framing step, broker, follower, send and the client's read)."""
-    total = [now - (first_sent + rt) for now, _, rt, _ in arrivals]
-    burst = [(last - seq) / RATE for _, seq, _, last in arrivals]
+    total = [now - (first_sent + rt) for now, _, rt, _, _ in arrivals]
+    burst = [(last - seq) / RATE for _, seq, _, last, _ in arrivals]
     rest = [t - gsi_delay - b for t, b in zip(total, burst, strict=True)]
     return {
         "e2e_p50_s": sup.percentile(total, 50), "e2e_p99_s": sup.percentile(total, 99),
@@ -299,6 +351,8 @@ async def run(server, args, speed: float, limit, stop_s: float, clients: int) ->
         **delays(watched[0] if watched else [], posted["first_sent"], GSI_DELAY),
         **delivery_histogram(server),
     }  # fmt: skip
+    if posted["positions"] and watched:
+        result |= position_check(watched[0], posted["first_sent"], posted["positions"])
     all_delays = [delays(a, posted["first_sent"], GSI_DELAY) for a in watched]
     result["e2e_p99_worst_watcher_s"] = max((d["e2e_p99_s"] for d in all_delays), default=0)
     if lean is not None:
