@@ -170,7 +170,9 @@ def position_check(arrivals: list, first_sent: float, posts: list) -> dict[str, 
 
 
 def _matched_time(players: dict, posts: list) -> float | None:
-    """The send time the frame's positions interpolate to, or None when no pair fits."""
+    """The send time the frame's positions interpolate to; None unless exactly one pair of
+    posts fits (players standing still, e.g. in freeze time, fit many)."""
+    found = []
     for (ta, a), (tb, b) in itertools.pairwise(posts):
         fs = []
         for sid, (x, y) in players.items():
@@ -187,9 +189,11 @@ def _matched_time(players: dict, posts: list) -> float | None:
                 break
             fs.append(f)
         else:
-            if fs and max(fs) - min(fs) < 0.01:
-                return ta + sum(fs) / len(fs) * (tb - ta)
-    return None
+            # Strictly inside: a post's own positions may be held for seconds (nothing to
+            # interpolate towards, e.g. before a round start), so they do not date a frame.
+            if fs and max(fs) - min(fs) < 0.01 and 0.02 < fs[0] < 0.98:
+                found.append(ta + sum(fs) / len(fs) * (tb - ta))
+    return found[0] if len(found) == 1 else None
 
 
 # -- lean subscribers (client processes) --------------------------------------------------------
