@@ -128,7 +128,7 @@ async def _post(url: str, capture: Path, speed: float, limit: int | None, stop_s
                 await asyncio.sleep(wait)
             body = json.dumps(with_token(payload, TOKEN), separators=(",", ":")).encode()
             sent, sent_wall = loop.time(), time.time()
-            if not latencies:
+            if not first_sent and "map" in payload:  # the framer starts at the first match post
                 first_sent = sent_wall
             if speed <= 1.0:  # kept for the position cross-check (few posts at 1x)
                 positions.append((sent_wall, post_positions(payload)))
