@@ -36,6 +36,7 @@ BENCHMARKS = {
     "fanout": ("bench_fanout.py", "Live fan-out (one 64 tick/s stream)"),
     "idle": ("bench_idle.py", "Idle connections"),
     "replay": ("bench_replay.py", "Replay sessions (full generated match)"),
+    "ingest": ("bench_ingest.py", "Live matches (GSI capture ingest)"),
 }
 RECORDING_OPTIONS = {"fanout", "idle", "replay"}  # the ones taking --recording/--fake-frames
 GRACE = 40.0  # seconds a timed-out benchmark gets to stop its servers (each takes up to 15 s)
