@@ -16,6 +16,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from processing.gsi.framer import DELAY_S as GSI_DELAY_S
+
 DEFAULT_PORT = 8080
 DEFAULT_HTTP_PORT = 8081
 DEFAULT_BUFFER_S = 2.0  # a subscriber that does not say otherwise is kept 2 s ahead
@@ -71,7 +73,7 @@ class ServerConfig:
         "cfg's auth block", metavar="NAME=TOKEN",
     )  # fmt: skip
     gsi_delay: float = option(
-        0.75, "seconds live GSI frames trail the newest post (room to interpolate between posts)",
+        GSI_DELAY_S, "seconds live GSI frames trail the newest post (to interpolate between posts)",
         metavar="SECONDS",
     )  # fmt: skip
     gsi_stale_after: float = option(

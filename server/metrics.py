@@ -29,7 +29,8 @@ from prometheus_client.process_collector import ProcessCollector
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Delivery delay of live frames: from the post that produced a frame to its send. It includes
 # the framer's fixed interpolation delay, so it is larger than the send lag by design.
-DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Fine around the live matches' default delay (0.75 s + a burst): its p99 must be readable.
+DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.25, 1.5, 2.5, 5.0)
 
 
 class _Histogram:

@@ -20,7 +20,7 @@ from processing.gsi.tracker import Sample, StateTracker
 from processing.source import SourceInfo
 
 RATE = 64.0  # frames per second, as demos' tick rate
-DELAY_S = 0.5  # behind the newest post: about 2-3 post intervals at the game's 4-10 posts/s
+DELAY_S = 0.75  # behind the newest post: 3-7 post intervals at the game's 4-10 posts/s
 GAP_S = 1.0  # longer silence between posts is a hiccup: no interpolation across it
 
 
