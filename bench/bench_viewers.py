@@ -92,6 +92,8 @@ def measure(
         "gap_frames": summary["gap_frames"],
         "skips": summary["skips"],
         "failed_clients": summary["failed_clients"],
+        "errors": summary["errors"],
+        "disconnects": summary["disconnects"],
         "steady_window_s": round(wall, 1),
         "server_cpu_s": round(cpu, 2),
         "server_core_share": round(cpu / wall, 3),
