@@ -66,6 +66,7 @@ class LiveSubscriber:
     buffer: int  # frames ahead of the playhead this client accepts
     next_seq: int  # first seq not yet sent
     options: ConnectionOptions = PLAIN  # encoding and shape of its ticks
+    variant: int = 0  # the stream's number for its options: equal options, equal number
     fresh: bool = True  # just joined or skipped: deliver the current frame at once
     catch_up_to: int = -1  # resuming: lag up to this seq is expected, not a reason to skip
     blocked_since: float | None = None
@@ -165,7 +166,9 @@ class LiveStream:
         """
         self.check_request(buffer, resume_seq)
         playhead = max(0, self.feed.playhead(now))
-        sub = LiveSubscriber(sink, buffer, playhead, options or PLAIN)
+        options = options or PLAIN
+        variant = self._variants.setdefault(options, len(self._variants))
+        sub = LiveSubscriber(sink, buffer, playhead, options, variant)
         if resume_seq is not None:
             window = int(self.limits.resume_window_s * self.feed.rate)
             newest = self.feed.available()
@@ -269,15 +272,16 @@ class LiveStream:
         """Serve the subscribers due at ``key``. Those in the same state (next seq, buffer and
         options; neither fresh nor blocked) get the same bursts, so the bursts are planned once
         per group and what each member costs is a look at its socket and an append."""
-        groups: dict[tuple[int, int, ConnectionOptions], list[LiveSubscriber]] = {}
+        groups: dict[tuple[int, int, int], list[LiveSubscriber]] = {}
         for sub in subs:
             if sub.due != key or sub.done:
                 continue
             if sub.fresh or sub.blocked_since is not None:
                 self._service(sub, playhead, now)
-            else:
-                groups.setdefault((sub.next_seq, sub.buffer, sub.options), []).append(sub)
-        for (next_seq, buffer, options), members in groups.items():
+            else:  # the variant, not the options: hashing those per subscriber costs more
+                groups.setdefault((sub.next_seq, sub.buffer, sub.variant), []).append(sub)
+        for (next_seq, buffer, _), members in groups.items():
+            options = members[0].options
             if len(members) == 1 or not self._serve_group(
                 members, next_seq, buffer, options, playhead, now
             ):
