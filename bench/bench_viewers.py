@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--clients", type=int, default=10000, help="deflate subscribers")
     parser.add_argument("--plain", type=int, default=5000, help="plain-frame subscribers")
-    parser.add_argument("--duration", type=float, default=40.0, help="load test seconds")
-    parser.add_argument("--ramp", type=float, default=1000.0, help="connections per second")
+    parser.add_argument("--duration", type=float, default=50.0, help="load test seconds")
+    parser.add_argument("--ramp", type=float, default=500.0, help="connections per second")
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
     parser.add_argument(
         "--demos", type=Path,
