@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ramp", type=float, default=500.0, help="connections per second")
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
     parser.add_argument(
+        "--burst", type=int, default=8, help="frames per live message (eeict --burst, raw alike)"
+    )
+    parser.add_argument(
         "--demos", type=Path,
         help="folder of processed recordings: bytes per subscriber-second on each (100 clients)",
     )  # fmt: skip
@@ -117,7 +120,7 @@ def steady_cpu(pid: int, clients: int, args: argparse.Namespace, out: dict[str, 
 
 
 def with_eeict(recording: Path, clients: int, encoding: str, args) -> dict[str, Any]:
-    server = sup.start_eeict(recording)
+    server = sup.start_eeict(recording, ["--burst", str(args.burst)])
     try:
         return measure("eeict", server.pid, server.port, clients, encoding, args)
     finally:
@@ -127,7 +130,8 @@ def with_eeict(recording: Path, clients: int, encoding: str, args) -> dict[str, 
 def with_raw(recording: Path, clients: int, args) -> dict[str, Any]:
     port = sup.free_port()
     command = [sys.executable, str(BROADCASTER), "--serve", str(port), "--recording"]
-    raw = subprocess.Popen([*command, str(recording), "--encoding", "deflate"])
+    command += [str(recording), "--encoding", "deflate", "--burst", str(args.burst)]
+    raw = subprocess.Popen(command)
     try:
         deadline = time.monotonic() + 30
         while not _listening(port):
@@ -164,6 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "viewers",
         "recording": str(recording),
         "duration_s": args.duration,
+        "burst": args.burst,
         "runs": runs,
         "demos": demos,
         "rows": table_rows(runs, demos),
@@ -224,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sup.exit_on_sigterm()
     result = run(args)
-    sup.print_table(f"viewers, {args.duration:.0f} s load tests", result["rows"])
+    title = f"viewers, {args.duration:.0f} s load tests, bursts of {args.burst} frames"
+    sup.print_table(title, result["rows"])
     sup.write_json(args.json, result)
     return 0
 
