@@ -460,11 +460,16 @@ class LeanClient(asyncio.Protocol):
         self._fail(exc or ConnectionError("connection closed during the handshake"))
 
 
-async def open_lean(port: int, path: str, on_message: Callable) -> LeanClient:
+async def open_lean(
+    port: int, path: str, on_message: Callable, local_host: str | None = None
+) -> LeanClient:
+    """``local_host`` (another loopback address, 127.0.0.x) gives the client side its own
+    28,000 ephemeral ports, for more connections than one address pair allows."""
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(
-        lambda: LeanClient("127.0.0.1", port, path, on_message), "127.0.0.1", port
-    )
+        lambda: LeanClient("127.0.0.1", port, path, on_message), "127.0.0.1", port,
+        local_addr=(local_host, 0) if local_host else None,
+    )  # fmt: skip
     await asyncio.wait_for(client.opened, 30)
     return client
 

@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recording", type=Path, help="frames to send (default: the generated match)"
     )
     parser.add_argument("--encoding", choices=("deflate", "none"), default="deflate")
+    parser.add_argument("--burst", type=int, default=BURST, help="frames per message")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -81,12 +82,14 @@ class Peer(asyncio.Protocol):
         self.peers.discard(self.transport)
 
 
-async def serve(port: int, recording: Recording, encoding: str | None, stats: Path) -> None:
+async def serve(
+    port: int, recording: Recording, encoding: str | None, stats: Path, burst: int = BURST
+) -> None:
     """Broadcast forever; ``stats`` gets, once a second, how late the bursts went out (after
     the write to the last socket), so the lag the clients see can be told apart from ours."""
     peers: set[asyncio.Transport] = set()
     epoch = time.time()
-    stream = {"id": STREAM, "epoch": epoch, "rate": RATE, "burst": BURST}
+    stream = {"id": STREAM, "epoch": epoch, "rate": RATE, "burst": burst}
 
     def hello() -> bytes:
         message = {"type": "hello", "server_time": time.time(), "max_buffer": 1920}
@@ -95,18 +98,23 @@ async def serve(port: int, recording: Recording, encoding: str | None, stats: Pa
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Peer(peers, hello()), "127.0.0.1", port, backlog=4096)
     async with server:
-        await broadcast(peers, epoch, recording, encoding, stats)
+        await broadcast(peers, epoch, recording, encoding, stats, burst)
 
 
 async def broadcast(
-    peers: set[asyncio.Transport], epoch: float, recording: Recording, encoding, stats: Path
+    peers: set[asyncio.Transport],
+    epoch: float,
+    recording: Recording,
+    encoding,
+    stats: Path,
+    burst: int = BURST,
 ) -> None:
     seq, late_ms, written = 0, [], time.time()
     while True:
         await asyncio.sleep(max(0.0, epoch + seq / RATE - time.time()))
-        start = seq % (recording.frame_count - BURST)
-        frames = recording.frames_bytes(start, start + BURST)
-        message = encode_ticks({"stream": STREAM, "seq": seq}, BURST, frames, encoding)
+        start = seq % (recording.frame_count - burst)
+        frames = recording.frames_bytes(start, start + burst)
+        message = encode_ticks({"stream": STREAM, "seq": seq}, burst, frames, encoding)
         frame = protocol.binary_frame(message)
         for transport in list(peers):
             transport.write(frame)
@@ -115,7 +123,7 @@ async def broadcast(
         if time.time() - written > 1 and late_ms:
             write_stats(stats, late_ms)
             written = time.time()
-        seq += BURST
+        seq += burst
 
 
 def write_stats(path: Path, late_ms: list[float]) -> None:
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
         encoding = None if args.encoding == "none" else args.encoding
         stats = Path(f"/tmp/eeict-bench-broadcaster-{args.serve}.json")
-        uvloop.run(serve(args.serve, Recording.open(args.recording), encoding, stats))
+        recording = Recording.open(args.recording)
+        uvloop.run(serve(args.serve, recording, encoding, stats, args.burst))
         return 0
     port = free_port()
     command = [sys.executable, __file__, "--serve", str(port), "--recording", str(args.recording)]

@@ -41,9 +41,9 @@ class _Histogram:
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.sum += value * count
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         buckets = []
@@ -83,10 +83,10 @@ class Metrics:
         ProcessCollector(registry=self.registry)  # CPU, resident memory, open fds, start time
         PlatformCollector(registry=self.registry)  # python_info: the interpreter version
 
-    def sent(self, stream: str, frames: int, size: int) -> None:
+    def sent(self, stream: str, frames: int, size: int, messages: int = 1) -> None:
         self.frames_sent[stream] += frames
         self.bytes_sent[stream] += size
-        self.messages_sent[stream] += 1
+        self.messages_sent[stream] += messages
 
     def frame_counter(self, stream: str) -> Callable[[int], None]:
         """A callback that adds frames to ``stream``'s count, for code that has no Metrics."""
@@ -96,15 +96,16 @@ class Metrics:
 
         return count
 
-    def observe_lag(self, seconds: float) -> None:
-        # Once per send: inlined rather than self.lag.observe(), as cheap as before.
+    def observe_lag(self, seconds: float, count: int = 1) -> None:
+        """``count`` sends that were ``seconds`` late (a group of subscribers served alike)."""
+        # Once per send or group: inlined rather than self.lag.observe(), as cheap as before.
         lag = self.lag
-        lag.counts[bisect.bisect_left(lag.bounds, seconds)] += 1
-        lag.sum += seconds
+        lag.counts[bisect.bisect_left(lag.bounds, seconds)] += count
+        lag.sum += seconds * count
 
-    def observe_delivery_delay(self, seconds: float) -> None:
-        """A live frame sent ``seconds`` after the ingest post it came from was received."""
-        self.delivery_delay.observe(seconds)
+    def observe_delivery_delay(self, seconds: float, count: int = 1) -> None:
+        """``count`` live frames sent ``seconds`` after the ingest post they came from."""
+        self.delivery_delay.observe(seconds, count)
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The body and Content-Type of a ``/metrics`` answer.

@@ -70,14 +70,16 @@ def binary_frame(message: bytes) -> bytes:
 
     Server frames are never masked, so one frame serves every subscriber of a burst.
     """
-    size = len(message)
+    return frame_header(len(message)) + message
+
+
+def frame_header(size: int) -> bytes:
+    """The header of an unmasked, final binary frame of ``size`` payload bytes."""
     if size < 126:
-        header = bytes((0x82, size))
-    elif size < 1 << 16:
-        header = bytes((0x82, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x82, 127)) + size.to_bytes(8, "big")
-    return header + message
+        return bytes((0x82, size))
+    if size < 1 << 16:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big")
+    return bytes((0x82, 127)) + size.to_bytes(8, "big")
 
 
 def error(code: str, message: str, request: Any = None) -> bytes:

@@ -71,11 +71,14 @@ def write_all(sinks: list, data: bytes) -> None:
     Sinks that are not WebSocketSinks (tests) get ``write(data)``.
     """
     frame = None
+    opened = State.OPEN
     for sink in sinks:
         if isinstance(sink, WebSocketSink):
             if frame is None:
                 frame = binary_frame(data)
-            sink.write_frame(frame)
+            connection = sink.connection  # write_frame, inlined: this runs per subscriber
+            if connection.protocol.state is opened and connection.send_in_progress is None:
+                connection.transport.write(frame)
         else:
             sink.write(data)
 

@@ -83,7 +83,13 @@ class Fetch:
         self.credit += frames
 
     def next_message(self) -> bytes | None:
-        """The next chunk if credit allows, the closing ``fetch_end`` when done, else None."""
+        """The next chunk if credit allows, else None."""
+        parts = self.next_parts()
+        return None if parts is None else b"".join(parts)
+
+    def next_parts(self) -> list[bytes] | None:
+        """The next chunk as parts whose concatenation is the message (a plain chunk's envelope
+        and its frames apart, so a writer can send them without joining them), else None."""
         count = min(self.stop - self.next, self.credit, CHUNK_FRAMES)
         if count <= 0:
             return None
@@ -99,7 +105,9 @@ class Fetch:
         self.last_tick = int(self.store.ticks[start + count - 1])
         frames, _ = shape_frames(data, count, self.shape, start)
         fields = {"stream": self.id, "seq": start, "fetch": self.request_id}
-        return encode_ticks(fields, count, frames, self.encoding, FETCH_DEFLATE_LEVEL)
+        if self.encoding is None:  # the frames come last in a plain envelope
+            return [encode_ticks(fields, count, b"", None), frames]
+        return [encode_ticks(fields, count, frames, self.encoding, FETCH_DEFLATE_LEVEL)]
 
     def end_message(self) -> bytes:
         return protocol.pack(

@@ -66,6 +66,7 @@ class LiveSubscriber:
     buffer: int  # frames ahead of the playhead this client accepts
     next_seq: int  # first seq not yet sent
     options: ConnectionOptions = PLAIN  # encoding and shape of its ticks
+    variant: int = 0  # the stream's number for its options: equal options, equal number
     fresh: bool = True  # just joined or skipped: deliver the current frame at once
     catch_up_to: int = -1  # resuming: lag up to this seq is expected, not a reason to skip
     blocked_since: float | None = None
@@ -166,7 +167,9 @@ class LiveStream:
         """
         self.check_request(buffer, resume_seq)
         playhead = max(0, self.feed.oldest(), self.feed.playhead(now))
-        sub = LiveSubscriber(sink, buffer, playhead, options or PLAIN)
+        options = options or PLAIN
+        variant = self._variants.setdefault(options, len(self._variants))
+        sub = LiveSubscriber(sink, buffer, playhead, options, variant)
         if resume_seq is not None:
             window = int(self.limits.resume_window_s * self.feed.rate)
             newest = self.feed.available()
@@ -239,9 +242,9 @@ class LiveStream:
         for sub in blocked:
             self._service(sub, playhead, now)
         for key in keys:
-            for sub in self._due.pop(key, ()):
-                if sub.due == key and not sub.done:
-                    self._service(sub, playhead, now)
+            due = self._due.pop(key, None)
+            if due:
+                self._serve_due(key, due, playhead, now)
         return self._take_output()
 
     def next_wake(self, now: float) -> float | None:
@@ -266,6 +269,95 @@ class LiveStream:
         )
         self._outbox, self._closes = {}, []
         return output
+
+    def _serve_due(self, key: int, subs: list[LiveSubscriber], playhead: int, now: float) -> None:
+        """Serve the subscribers due at ``key``. Those in the same state (next seq, buffer and
+        options; neither fresh nor blocked) get the same bursts, so the bursts are planned once
+        per group and what each member costs is a look at its socket and an append."""
+        groups: dict[tuple[int, int, int], list[LiveSubscriber]] = {}
+        for sub in subs:
+            if sub.due != key or sub.done:
+                continue
+            if sub.fresh or sub.blocked_since is not None:
+                self._service(sub, playhead, now)
+            else:  # the variant, not the options: hashing those per subscriber costs more
+                groups.setdefault((sub.next_seq, sub.buffer, sub.variant), []).append(sub)
+        for (next_seq, buffer, _), members in groups.items():
+            options = members[0].options
+            if len(members) == 1 or not self._serve_group(
+                members, next_seq, buffer, options, playhead, now
+            ):
+                for sub in members:
+                    self._service(sub, playhead, now)
+
+    def _serve_group(
+        self,
+        members: list[LiveSubscriber],
+        next_seq: int,
+        buffer: int,
+        options: ConnectionOptions,
+        playhead: int,
+        now: float,
+    ) -> bool:
+        """What ``_service`` does, once for subscribers in one state. Returns False, having done
+        nothing, when the group has a skip or the end ahead (the per-subscriber path handles
+        those); a member that would block on the way goes through ``_service`` alone."""
+        feed = self.feed
+        if next_seq < feed.oldest():
+            return False
+        end, available = feed.end(), feed.available()
+        allowed = playhead + 1 + buffer
+        if available is not None:
+            allowed = min(allowed, available)
+        seq, messages, total = next_seq, [], 0
+        while seq < allowed:
+            stop = (seq // self.burst + 1) * self.burst
+            if end is not None:
+                stop = min(stop, end)
+            if stop > allowed:
+                break
+            data, frames = self.burst_bytes(seq, stop, options)
+            if frames:
+                messages.append((seq, stop, data, frames))
+                total += len(data)
+            seq = stop
+        if end is not None and seq >= end:
+            return False
+        next_stop = (seq // self.burst + 1) * self.burst
+        if end is not None:
+            next_stop = min(next_stop, end)
+        due = max(playhead + 1, self._last_step + 1, next_stop - 1 - buffer)
+        room = self.limits.high_water - total  # below it, no burst of the plan blocks a member
+        served: list[LiveSubscriber] = []
+        for sub in members:
+            sink = sub.sink
+            if not sink.is_open:
+                self.unsubscribe(sub)
+            elif total and sink.buffered() >= room:
+                self._service(sub, playhead, now)
+            else:
+                sub.next_seq, sub.due = seq, due
+                served.append(sub)
+        if not served:
+            return True
+        self._due.setdefault(due, []).extend(served)
+        sinks = [sub.sink for sub in served]
+        count = len(served)
+        variant = self._variants.setdefault(options, len(self._variants))
+        depicted = getattr(feed, "depicted_time", None)
+        for start, stop, data, frames in messages:
+            key = (start, _BURST, stop, variant)
+            entry = self._outbox.get(key)
+            if entry is None:
+                self._outbox[key] = (data, sinks.copy())
+            else:
+                entry[1].extend(sinks)
+            self.metrics.sent(self.id, frames * count, len(data) * count, count)
+            due_time = feed.time_of(max(start, stop - 1 - buffer))
+            self.metrics.observe_lag(max(0.0, now - due_time), count)
+            if depicted is not None:
+                self.metrics.observe_delivery_delay(max(0.0, now - depicted(stop - 1)), count)
+        return True
 
     def _service(self, sub: LiveSubscriber, playhead: int, now: float) -> None:
         limits = self.limits
