@@ -100,15 +100,18 @@ def test_subscriber_gets_consecutive_frames_never_beyond_its_buffer(make_recordi
     assert sink.ticks() == [int(t) for t in rec.ticks[: len(seqs)]]
 
 
-def test_bursts_are_shared_bytes_and_aligned(make_recording):
+@pytest.mark.parametrize(("buffer", "burst"), [(32, 8), (64, 16)])
+def test_bursts_are_shared_bytes_and_aligned(make_recording, buffer, burst):
+    """Bursts of 8; of 16 for a subscriber that holds a second or more."""
     rec, clock = make_recording(1000), Clock()
     stream = make_stream(rec, clock)
     sinks = [FakeSink() for _ in range(3)]
     for sink in sinks:
-        stream.subscribe(sink, buffer=64)
+        stream.subscribe(sink, buffer=buffer)
     advance(stream, clock, 100)
     first = [m for m in sinks[0].messages if m["type"] == "ticks"]
-    assert all(m["seq"] % 8 == 0 and len(m["frames"]) == 8 for m in first[1:])
+    assert all(m["seq"] % burst == 0 and len(m["frames"]) == burst for m in first[1:])
+    assert len(first) > 3
     assert sinks[0].messages == sinks[1].messages == sinks[2].messages
     assert len(stream._cache) <= 256
 

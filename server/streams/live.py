@@ -145,6 +145,15 @@ class LiveStream:
             }
         )
 
+    def burst_for(self, buffer: int) -> int:
+        """Frames per message for a subscriber ``buffer`` frames ahead: twice ``burst`` for one
+        that holds a second or more of a recorded stream (half the messages and writes, and
+        compression works on twice the frames; it waits for them anyway). A live match keeps
+        ``burst``: there every frame is as new as the game, and waiting adds delay."""
+        if self.feed.pushed or buffer < self.feed.rate:
+            return self.burst
+        return 2 * self.burst
+
     @property
     def max_buffer(self) -> int:
         return int(self.limits.max_buffer_s * self.feed.rate)
@@ -310,8 +319,9 @@ class LiveStream:
         if available is not None:
             allowed = min(allowed, available)
         seq, messages, total = next_seq, [], 0
+        burst = self.burst_for(buffer)
         while seq < allowed:
-            stop = (seq // self.burst + 1) * self.burst
+            stop = (seq // burst + 1) * burst
             if end is not None:
                 stop = min(stop, end)
             if stop > allowed:
@@ -323,7 +333,7 @@ class LiveStream:
             seq = stop
         if end is not None and seq >= end:
             return False
-        next_stop = (seq // self.burst + 1) * self.burst
+        next_stop = (seq // burst + 1) * burst
         if end is not None:
             next_stop = min(next_stop, end)
         due = max(playhead + 1, self._last_step + 1, next_stop - 1 - buffer)
@@ -384,13 +394,14 @@ class LiveStream:
         if available is not None:
             allowed = min(allowed, available)
         queued = sub.sink.buffered()  # plus what this call adds to the outbox
+        burst = self.burst_for(sub.buffer)
         sent_any = False
         if sub.fresh and sub.options.shape.every > 1 and sub.next_seq < allowed:
             # The current frame at once whatever its seq: every-Nth starts from full state.
             queued += self._send(sub, sub.next_seq, sub.next_seq + 1, now, whole=True)
             sent_any = True
         while sub.next_seq < allowed:
-            stop = (sub.next_seq // self.burst + 1) * self.burst
+            stop = (sub.next_seq // burst + 1) * burst
             if end is not None:
                 stop = min(stop, end)
             if stop > allowed:
@@ -409,7 +420,7 @@ class LiveStream:
             self._queue((end, _END, 0, 0), self._end_message(end), sub.sink)  # after its last burst
             self.unsubscribe(sub)
             return
-        next_stop = (sub.next_seq // self.burst + 1) * self.burst
+        next_stop = (sub.next_seq // burst + 1) * burst
         if end is not None:
             next_stop = min(next_stop, end)
         # Never at or before the last step: those buckets are not visited again.
