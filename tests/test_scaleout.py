@@ -19,6 +19,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import msgpack
@@ -65,6 +66,7 @@ def cluster(redis: RedisServer, folder: Path, replicas: int) -> Iterator[list[Se
         for process in processes:
             process.stop()
             if process.log_path is not None:
+                print(*process.args[:2], process.log()[-3000:])  # shown if the test fails
                 process.log_path.unlink(missing_ok=True)
 
 
@@ -159,6 +161,19 @@ def contiguous(seqs: list[int]) -> bool:
     return seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
+def accounted(watcher: Watcher) -> bool:
+    """Every seq from the first frame on arrived once, or lies in a skip that counted it."""
+    skips = {m["from_seq"]: m for m in watcher.kinds("skip")}
+    seqs = watcher.seqs
+    for before, after in pairwise(seqs):
+        if after == before + 1:
+            continue
+        skip = skips.get(before + 1)
+        if skip is None or skip["to_seq"] != after or skip["skipped"] != after - before - 1:
+            return False
+    return len(set(seqs)) == len(seqs)
+
+
 async def stop(*tasks: asyncio.Task) -> None:
     for task in tasks:
         task.cancel()
@@ -224,7 +239,10 @@ async def test_redis_paused_or_restarted_empty_stalls_live_matches_only_and_repo
         await until(lambda: len(live.kinds("stale")) >= 2, 30, "resumed after the pause")
         await until(lambda: len(live.seqs) >= frozen + 128, 30, "live frames after the pause")
         assert [m["stale"] for m in live.kinds("stale")] == [True, False]
-        assert not live.kinds("skip")  # the ingest kept what Redis could not take: no loss
+        # Nothing lost (the ingest kept what Redis could not take); a subscriber now further
+        # behind the live edge than a second may be moved to it, told how far.
+        assert {m["reason"] for m in live.kinds("skip")} <= {"slow_consumer"}
+        assert accounted(live)
 
         # Redis restarted empty while the replica is cut off (frozen): the frames Redis held
         # but the replica had not read yet are gone, and arrive as a counted skip.
@@ -240,12 +258,8 @@ async def test_redis_paused_or_restarted_empty_stalls_live_matches_only_and_repo
         assert await asyncio.to_thread(ready_status, replica) == 200
         await stop(*watching, posting)
 
-    (skip,) = live.kinds("skip")
-    assert skip["reason"] == "frames_lost" and skip["skipped"] > 0
-    assert skip["skipped"] == skip["to_seq"] - skip["from_seq"]
-    at = live.seqs.index(skip["to_seq"])
-    assert contiguous(live.seqs[:at]) and contiguous(live.seqs[at:])
-    assert live.seqs[at - 1] + 1 == skip["from_seq"]  # exactly the frames never delivered
+    (skip,) = [m for m in live.kinds("skip") if m["reason"] == "frames_lost"]
+    assert skip["skipped"] > 0 and accounted(live)
     assert live.hellos[0]["stream"]["epoch"] == live.hellos[-1]["stream"]["epoch"]
     assert len(live.hellos) == 1 and not recorded.kinds("stale") and contiguous(recorded.seqs)
 
