@@ -253,11 +253,6 @@ class BurstCache:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
 
-    def clear(self) -> None:
-        """Forget every message (the stream's frames were replaced: keys would repeat)."""
-        self._entries.clear()
-        self.bytes = 0
-
     def get(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
         """The message for ``key``, calling ``build()`` only when it is not cached."""
         data = self._entries.get(key)
