@@ -213,7 +213,7 @@ class LiveStream:
         """Continue from another feed of the same incarnation (a replica that lost frames starts
         a new segment); subscribers before its first frame are told what they lost."""
         self.feed = feed
-        self._cache.clear()
+        self._cache = BurstCache()  # bursts of the old feed's seqs are no longer its frames
 
     # -- the stream logic ------------------------------------------------------------------
 
