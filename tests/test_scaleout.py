@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import redis as redis_client
 from broker_engines import require_redis_server
 from conftest import require_shared
 from redis_server import RedisServer, redis_server
@@ -78,11 +79,36 @@ def replay(ingest: ServerProcess, capture: Path, limit: int, speed: float):
     return subprocess.run(command, capture_output=True, text=True, timeout=200)
 
 
+@contextlib.contextmanager
+def replaying(ingest: ServerProcess, capture: Path, limit: int, speed: float) -> Iterator[None]:
+    """``eeict gsi-replay`` posting in the background for the block, stopped at its end."""
+    command = [sys.executable, "-m", "server", "gsi-replay", str(capture), "--url",
+               f"{ingest.http_url}/gsi/{MATCH}", "--token", TOKEN, "--limit", str(limit),
+               "--speed", str(speed)]  # fmt: skip
+    poster = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield
+        assert poster.poll() is None, f"gsi-replay ended early: {poster.stderr.read()[-2000:]}"
+    finally:
+        poster.kill()
+        poster.wait(10)
+
+
 def kill(process: ServerProcess) -> None:
     """SIGKILL the process group: no shutdown, what a crashed pod leaves."""
     os.killpg(process.proc.pid, signal.SIGKILL)
     process.proc.wait(10)
     process.proc = None
+
+
+def newest_seq(redis: RedisServer) -> int:
+    """The seq of the newest frame of the match in Redis (-1: none)."""
+    client = redis_client.Redis.from_url(redis.url)
+    try:
+        newest = client.xrevrange(f"eeict:{{{MATCH}}}:frames", count=1)
+    finally:
+        client.close()
+    return int(newest[0][0].split(b"-")[0]) - 1 if newest else -1
 
 
 def ready_status(process: ServerProcess) -> int:
@@ -174,6 +200,10 @@ def accounted(watcher: Watcher) -> bool:
     return len(set(seqs)) == len(seqs)
 
 
+def frames_lost(watcher: Watcher) -> list[dict]:
+    return [m for m in watcher.kinds("skip") if m["reason"] == "frames_lost"]
+
+
 async def stop(*tasks: asyncio.Task) -> None:
     for task in tasks:
         task.cancel()
@@ -187,20 +217,16 @@ async def test_replicas_agree_and_a_client_of_a_killed_replica_resumes_on_anothe
         ingest, *replicas = processes
         watchers = [Watcher(replica) for replica in replicas]
         watching = [asyncio.create_task(w.run()) for w in watchers]
-        posting = asyncio.create_task(asyncio.to_thread(replay, ingest, capture, 900, 8))
-        await until(lambda: all(len(w.seqs) >= 192 for w in watchers), 90, "frames everywhere")
-        assert not posting.done(), (await posting).stderr[-2000:]
-
-        moved = watchers[0]
-        kill(replicas[0])
-        await asyncio.wait_for(watching[0], 10)
-        cut = len(moved.seqs)
-        moved.move_to(replicas[1])
-        watching[0] = asyncio.create_task(moved.run(resume=True))
-        await until(lambda: len(moved.seqs) >= cut + 128, 60, "frames after the move")
-        await stop(*watching)
-        result = await posting
-        assert result.returncode == 0, result.stderr[-2000:]
+        with replaying(ingest, capture, 900, 8):  # 24 s of posts
+            await until(lambda: all(len(w.seqs) >= 192 for w in watchers), 90, "frames")
+            moved = watchers[0]
+            kill(replicas[0])
+            await asyncio.wait_for(watching[0], 10)
+            cut = len(moved.seqs)
+            moved.move_to(replicas[1])
+            watching[0] = asyncio.create_task(moved.run(resume=True))
+            await until(lambda: len(moved.seqs) >= cut + 128, 60, "frames after the move")
+            await stop(*watching)
 
     # One epoch everywhere; every watcher's frames in order, once, nothing skipped.
     epochs = {hello["stream"]["epoch"] for w in watchers for hello in w.hellos}
@@ -224,41 +250,42 @@ async def test_redis_paused_or_restarted_empty_stalls_live_matches_only_and_repo
         ingest, replica = processes
         live, recorded = Watcher(replica), Watcher(replica, BUILTIN)
         watching = [asyncio.create_task(w.run()) for w in (live, recorded)]
-        posting = asyncio.create_task(asyncio.to_thread(replay, ingest, capture, 2400, 6))
-        await until(lambda: len(live.seqs) >= 128 and recorded.seqs, 90, "frames")
+        with replaying(ingest, capture, 2400, 6):  # 86 s of posts
+            await until(lambda: len(live.seqs) >= 128 and recorded.seqs, 90, "frames")
 
-        # Redis frozen: the live match is stale, the recorded stream plays on, not ready.
-        redis.pause()
-        try:
-            await until(lambda: live.kinds("stale"), 30, "stale while redis is paused")
-            frozen, played = len(live.seqs), len(recorded.seqs)
-            assert await asyncio.to_thread(ready_status, replica) == 503
-            await until(lambda: len(recorded.seqs) >= played + 128, 30, "recorded frames")
-        finally:
-            redis.resume()
-        await until(lambda: len(live.kinds("stale")) >= 2, 30, "resumed after the pause")
-        await until(lambda: len(live.seqs) >= frozen + 128, 30, "live frames after the pause")
-        assert [m["stale"] for m in live.kinds("stale")] == [True, False]
-        # Nothing lost (the ingest kept what Redis could not take); a subscriber now further
-        # behind the live edge than a second may be moved to it, told how far.
-        assert {m["reason"] for m in live.kinds("skip")} <= {"slow_consumer"}
-        assert accounted(live)
+            # Redis frozen: the live match is stale, the recorded stream plays on, not ready.
+            redis.pause()
+            try:
+                await until(lambda: live.kinds("stale"), 30, "stale while redis is paused")
+                frozen, played = len(live.seqs), len(recorded.seqs)
+                assert await asyncio.to_thread(ready_status, replica) == 503
+                await until(lambda: len(recorded.seqs) >= played + 128, 30, "recorded frames")
+            finally:
+                redis.resume()
+            await until(lambda: len(live.kinds("stale")) >= 2, 30, "resumed after the pause")
+            await until(lambda: len(live.seqs) >= frozen + 128, 30, "live frames after the pause")
+            assert [m["stale"] for m in live.kinds("stale")] == [True, False]
+            # Nothing lost (the ingest kept what Redis could not take); a subscriber now further
+            # behind the live edge than a second may be moved to it, told how far.
+            assert {m["reason"] for m in live.kinds("skip")} <= {"slow_consumer"}
+            assert accounted(live)
 
-        # Redis restarted empty while the replica is cut off (frozen): the frames Redis held
-        # but the replica had not read yet are gone, and arrive as a counted skip.
-        os.killpg(replica.proc.pid, signal.SIGSTOP)
-        try:
-            await asyncio.sleep(2.0)  # the ingest publishes ~128 frames the replica misses
-            redis.restart(keep_data=False)
-        finally:
-            os.killpg(replica.proc.pid, signal.SIGCONT)
-        before = len(live.seqs)
-        await until(lambda: live.kinds("skip"), 60, "a skip for the frames redis lost")
-        await until(lambda: len(live.seqs) >= before + 128, 30, "live frames after the restart")
-        assert await asyncio.to_thread(ready_status, replica) == 200
-        await stop(*watching, posting)
+            # Redis restarted empty while the replica is cut off (frozen): the frames Redis held
+            # but the replica had not read yet are gone, and arrive as a counted skip.
+            os.killpg(replica.proc.pid, signal.SIGSTOP)
+            try:
+                seen = live.seqs[-1]  # the replica read at most a buffer (64) beyond it
+                await until(lambda: newest_seq(redis) > seen + 192, 30, "frames the replica misses")
+                redis.restart(keep_data=False)
+            finally:
+                os.killpg(replica.proc.pid, signal.SIGCONT)
+            before = len(live.seqs)
+            await until(lambda: frames_lost(live), 60, "a skip for the frames redis lost")
+            await until(lambda: len(live.seqs) >= before + 128, 30, "live frames after the restart")
+            assert await asyncio.to_thread(ready_status, replica) == 200
+            await stop(*watching)
 
-    (skip,) = [m for m in live.kinds("skip") if m["reason"] == "frames_lost"]
+    (skip,) = frames_lost(live)
     assert skip["skipped"] > 0 and accounted(live)
     assert live.hellos[0]["stream"]["epoch"] == live.hellos[-1]["stream"]["epoch"]
     assert len(live.hellos) == 1 and not recorded.kinds("stale") and contiguous(recorded.seqs)
