@@ -301,14 +301,14 @@ async def test_an_ingest_restart_is_a_new_epoch_on_every_replica(tmp_path, captu
         await until(lambda: all(len(w.seqs) >= 64 for w in watchers), 60, "frames everywhere")
         kill(ingest)
         ingest.start()
-        again = asyncio.create_task(asyncio.to_thread(replay, ingest, capture, 200, 20))
-        await asyncio.wait_for(asyncio.gather(*watching), 60)  # closed by the new epoch
-        seen = [len(w.seqs) for w in watchers]
-        watching = [asyncio.create_task(w.run(resume=True)) for w in watchers]
-        await until(lambda: all(len(w.seqs) > n + 16 for w, n in zip(watchers, seen, strict=True)),
-                    60, "frames of the new epoch")  # fmt: skip
-        await stop(*watching)
-        assert (await again).returncode == 0
+        with replaying(ingest, capture, 900, 8):  # 24 s of posts
+            await asyncio.wait_for(asyncio.gather(*watching), 60)  # closed by the new epoch
+            seen = [len(w.seqs) for w in watchers]
+            watching = [asyncio.create_task(w.run(resume=True)) for w in watchers]
+            await until(lambda: all(len(w.seqs) > n + 64 for w, n in zip(watchers, seen,
+                                                                         strict=True)),
+                        60, "frames of the new epoch")  # fmt: skip
+            await stop(*watching)
 
     for w in watchers:
         assert w.closes[0] == 1012, w.closes
