@@ -112,6 +112,11 @@ class Follower:
             self.info = streams[self.name]
         if self.driver is not None:
             perform(self.driver.stream.close_all(protocol.CLOSE_RESTART, "the match restarted"))
+            # Off /live until the new incarnation's first frame: a client reconnecting at once
+            # would otherwise join the old stream, which gets no more frames.
+            if self.app.drivers.get(self.name) is self.driver:
+                del self.app.drivers[self.name]
+            self.driver.task.cancel()
         self.feed, self.driver, self.after = None, None, -1
 
     def _apply_state(self, state: dict, now: float) -> None:

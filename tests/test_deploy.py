@@ -22,6 +22,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from packaging.requirements import Requirement
@@ -35,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OPENSHIFT = ROOT / "openshift"
 CONTAINERFILE = ROOT / "Containerfile"
 APP = "eeict-stream"
+INGEST = "eeict-ingest"
+REDIS = "eeict-redis"
 ENVIRONMENTS = ["test", "production"]
 # The on-demand kustomizations beside each overlay's main one.
 ON_DEMAND = ["process", "upload"]
@@ -53,6 +56,7 @@ def _http_paths() -> set[str]:
 
 HTTP_PATHS = _http_paths()
 WS_PATHS = ["/live", "/replay", "/demodata"]
+GSI_PATH = "/gsi"  # POST /gsi/<match>: to the ingest, never to a server replica
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
 SERVER_DRAIN_SECONDS = 10  # the server exits at most this long after SIGTERM
@@ -128,16 +132,20 @@ class Env:
         return [m for m in self.all() if m["kind"] == kind]
 
     def one(self, kind: str, name: str | None = None) -> Manifest:
+        """The one manifest of ``kind`` (named ``name``); a Deployment or Service without a
+        name is the server's (beside it run the ingest's and Redis's)."""
+        if name is None and kind in ("Deployment", "Service"):
+            name = APP
         found = [m for m in self.kinds(kind) if name is None or m["metadata"]["name"] == name]
         assert len(found) == 1, f"{self.name}: expected one {kind} {name or ''}, got {len(found)}"
         return found[0]
 
-    def pod(self, kind: str) -> Manifest:
-        manifest = self.one(kind)
+    def pod(self, kind: str, name: str | None = None) -> Manifest:
+        manifest = self.one(kind, name)
         return manifest["spec"] if kind == "Pod" else manifest["spec"]["template"]["spec"]
 
-    def container(self, kind: str) -> Manifest:
-        [container] = self.pod(kind)["containers"]
+    def container(self, kind: str, name: str | None = None) -> Manifest:
+        [container] = self.pod(kind, name)["containers"]
         return container
 
 
@@ -233,12 +241,18 @@ def test_an_overlay_without_its_token_does_not_render(tmp_path: Path) -> None:
 
 
 def _names_in_pod_template(manifests: list[Manifest]) -> tuple[str, str]:
-    [deployment] = [m for m in manifests if m["kind"] == "Deployment"]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    [token] = [e for e in container["env"] if e["name"] == "EEICT_TOKEN"]
-    return container["envFrom"][0]["configMapRef"]["name"], token["valueFrom"]["secretKeyRef"][
-        "name"
-    ]
+    """The generated ConfigMap's and Secret's names in the server's pod template (the ingest's
+    must be the same, so a change rolls out both)."""
+    found = set()
+    for name in (APP, INGEST):
+        [deployment] = [m for m in manifests if m["kind"] == "Deployment"
+                        and m["metadata"]["name"] == name]  # fmt: skip
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        [token] = [e for e in container["env"] if e["name"] == "EEICT_TOKEN"]
+        config = container["envFrom"][0]["configMapRef"]["name"]
+        found.add((config, token["valueFrom"]["secretKeyRef"]["name"]))
+    [names] = found
+    return names
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
@@ -518,13 +532,16 @@ def test_ports_agree_from_route_to_server(env: Env) -> None:
     assert monitor["port"] == "http" and monitor["path"] == "/metrics" in HTTP_PATHS
     for route in env.kinds("Route"):
         spec = route["spec"]
+        if spec["path"] == GSI_PATH:
+            continue  # the ingest's: test_the_ingest_takes_the_posts_and_the_servers_serve
         assert spec["to"] == {"kind": "Service", "name": service["metadata"]["name"], "weight": 100}
         assert spec["port"]["targetPort"] in service_ports
 
 
 def test_routes_split_one_host_by_path(env: Env) -> None:
     routes = {r["spec"]["path"]: r["spec"] for r in env.kinds("Route")}
-    assert set(routes) == {"/", *WS_PATHS}
+    assert set(routes) == {"/", GSI_PATH, *WS_PATHS}
+    assert routes[GSI_PATH]["to"]["name"] == INGEST
     assert routes["/"]["port"]["targetPort"] == "http"
     for path in WS_PATHS:
         assert routes[path]["port"]["targetPort"] == "ws", path
@@ -565,9 +582,10 @@ def test_grace_period_covers_prestop_and_drain(env: Env) -> None:
     assert grace > int(command[1]) + SERVER_DRAIN_SECONDS
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job", "Pod"])
-def test_pods_fit_the_restricted_security_context(env: Env, kind: str) -> None:
-    pod = env.pod(kind)
+@pytest.mark.parametrize(("kind", "name"), [("Deployment", APP), ("Deployment", INGEST),
+                                           ("Job", None), ("Pod", None)])  # fmt: skip
+def test_pods_fit_the_restricted_security_context(env: Env, kind: str, name: str | None) -> None:
+    pod = env.pod(kind, name)
     assert pod["automountServiceAccountToken"] is False, "no API token in pods that need none"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -582,21 +600,24 @@ def test_pods_fit_the_restricted_security_context(env: Env, kind: str) -> None:
         assert "/tmp" in mounts, "a writable /tmp beside the read-only root"
 
 
-def _claim_mounts(env: Env, kind: str) -> dict[str, Manifest]:
+def _claim_mounts(env: Env, kind: str, name: str | None = None) -> dict[str, Manifest]:
     """mountPath -> mount, for mounts of the recordings claim."""
     claim = env.one("PersistentVolumeClaim")["metadata"]["name"]
     volumes = {
         v["name"]
-        for v in env.pod(kind)["volumes"]
+        for v in env.pod(kind, name)["volumes"]
         if v.get("persistentVolumeClaim", {}).get("claimName") == claim
     }
-    return {m["mountPath"]: m for m in env.container(kind)["volumeMounts"] if m["name"] in volumes}
+    mounts = env.container(kind, name)["volumeMounts"]
+    return {m["mountPath"]: m for m in mounts if m["name"] in volumes}
 
 
-def test_only_the_job_and_the_upload_pod_write_recordings(env: Env) -> None:
+def test_only_the_job_the_upload_pod_and_the_ingest_write_recordings(env: Env) -> None:
     recordings = _image_env()["EEICT_RECORDINGS"]
     server = _claim_mounts(env, "Deployment")
     assert list(server) == [recordings] and server[recordings]["readOnly"] is True
+    ingest = _claim_mounts(env, "Deployment", INGEST)  # finished matches, journals
+    assert list(ingest) == [recordings] and not ingest[recordings].get("readOnly")
     job = _claim_mounts(env, "Job")
     assert not job[recordings].get("readOnly") and "subPath" not in job[recordings]
     assert job["/data/uploads"] == {
@@ -641,6 +662,7 @@ def test_replicas_and_storage_fit_together(env: Env) -> None:
     on_one_node: list[Callable[[], bool]] = [
         lambda: "affinity" in env.pod("Job"),
         lambda: "affinity" in env.pod("Pod"),
+        lambda: "affinity" in env.pod("Deployment", INGEST),
     ]
     if spec["replicas"] > 1:
         assert modes == ["ReadWriteMany"], "every replica mounts the claim"
@@ -653,3 +675,107 @@ def test_replicas_and_storage_fit_together(env: Env) -> None:
         assert modes == ["ReadWriteOnce"]
         assert spec["strategy"]["type"] == "Recreate", "an RWO volume cannot attach twice"
         assert all(check() for check in on_one_node), "RWO: beside the server"
+
+
+# --- scale-out: ingest, server replicas, Redis (docs/scale-out.md) -----------------------------
+
+
+def _pod_labels(env: Env, name: str) -> dict[str, str]:
+    return env.one("Deployment", name)["spec"]["template"]["metadata"]["labels"]
+
+
+def _env_values(env: Env, name: str) -> dict[str, Manifest]:
+    return {e["name"]: e for e in env.container("Deployment", name)["env"]}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_the_ingest_takes_the_posts_and_the_servers_serve(env: Env) -> None:
+    server, ingest = _env_values(env, APP), _env_values(env, INGEST)
+    assert server["EEICT_ROLE"]["value"] == "serve" and ingest["EEICT_ROLE"]["value"] == "ingest"
+    deployment = env.one("Deployment", INGEST)["spec"]
+    assert deployment["replicas"] == 1, "one ingest per match: a second would compete"
+    assert deployment["strategy"]["type"] == "Recreate", "never two ingests at once"
+    assert _selects(deployment["selector"]["matchLabels"], _pod_labels(env, INGEST))
+    service = env.one("Service", INGEST)
+    selector = service["spec"]["selector"]
+    assert _selects(selector, _pod_labels(env, INGEST))
+    assert not _selects(selector, _pod_labels(env, APP)), "posts never reach a replica"
+    assert not _selects(env.one("Service")["spec"]["selector"], _pod_labels(env, INGEST))
+    [route] = [r for r in env.kinds("Route") if r["spec"]["path"] == GSI_PATH]
+    assert route["spec"]["to"] == {"kind": "Service", "name": INGEST, "weight": 100}
+    [port] = [
+        p for p in service["spec"]["ports"] if p["name"] == route["spec"]["port"]["targetPort"]
+    ]
+    container_ports = {
+        p["name"]: p["containerPort"] for p in env.container("Deployment", INGEST)["ports"]
+    }
+    assert (
+        container_ports[port["targetPort"]] == HTTP_PORT == int(ingest["EEICT_HTTP_PORT"]["value"])
+    )
+    assert any(path.startswith(f"{GSI_PATH}/") for path in HTTP_PATHS), (
+        "the server takes posts there"
+    )
+    probe = env.container("Deployment", INGEST)["readinessProbe"]["httpGet"]
+    assert probe == {"path": READINESS_PATH, "port": "http"}, "not ready while Redis is away"
+
+
+@pytest.mark.parametrize("name", [APP, INGEST])
+def test_the_broker_url_and_redis_password_come_from_a_secret(
+    env: Env, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = _env_values(env, name)
+    names = [e["name"] for e in env.container("Deployment", name)["env"]]
+    assert values["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": REDIS,
+        "key": "password",
+    }
+    assert names.index("REDIS_PASSWORD") < names.index("EEICT_BROKER"), "$(VAR) needs it first"
+    broker = urlsplit(values["EEICT_BROKER"]["value"])
+    assert broker.password == "$(REDIS_PASSWORD)" and broker.scheme == "redis"
+    service = env.one("Service", REDIS)
+    assert broker.hostname == service["metadata"]["name"]
+    [port] = service["spec"]["ports"]
+    assert broker.port == port["port"]
+    redis_ports = {
+        p["name"]: p["containerPort"] for p in env.container("Deployment", REDIS)["ports"]
+    }
+    assert redis_ports[port["targetPort"]] == broker.port
+    assert _selects(service["spec"]["selector"], _pod_labels(env, REDIS))
+    redis_env = {e["name"]: e for e in env.container("Deployment", REDIS)["env"]}
+    assert redis_env["REDIS_PASSWORD"]["valueFrom"] == values["REDIS_PASSWORD"]["valueFrom"]
+    # The value the pod gets (Kubernetes expands $(REDIS_PASSWORD)) is a valid --broker.
+    config = _generated(env, "ConfigMap", "eeict-stream-config")["data"]
+    url = values["EEICT_BROKER"]["value"].replace("$(REDIS_PASSWORD)", "pw")
+    plain = {k: v["value"] for k, v in values.items() if k.startswith("EEICT_") and "value" in v}
+    environ = {**_image_env(), **config, **plain, "EEICT_TOKEN": "x", "EEICT_BROKER": url}
+    monkeypatch.setattr(os, "environ", environ)
+    args = build_parser().parse_args(["serve"])
+    assert args.broker == url and args.role == values["EEICT_ROLE"]["value"]
+
+
+def test_only_the_project_pods_reach_redis(env: Env) -> None:
+    policy = env.one("NetworkPolicy", REDIS)["spec"]
+    assert _selects(policy["podSelector"]["matchLabels"], _pod_labels(env, REDIS))
+    [rule] = policy["ingress"]
+    [source] = rule["from"]
+    for name in (APP, INGEST):
+        assert _selects(source["podSelector"]["matchLabels"], _pod_labels(env, name))
+    assert [p["port"] for p in rule["ports"]] == [6379]
+
+
+def test_the_disruption_budget_keeps_a_server_replica(env: Env) -> None:
+    budget = env.one("PodDisruptionBudget", APP)["spec"]
+    selector = budget["selector"]["matchLabels"]
+    assert _selects(selector, _pod_labels(env, APP))
+    for other in (INGEST, REDIS):
+        assert not _selects(selector, _pod_labels(env, other)), other
+    replicas = env.one("Deployment")["spec"]["replicas"]
+    if env.name == "production":
+        assert replicas >= 2 and budget["maxUnavailable"] < replicas, "one always serves"
+        update = env.one("Deployment")["spec"]["strategy"]
+        assert update["type"] == "RollingUpdate" and update["rollingUpdate"]["maxUnavailable"] == 0
+    else:
+        assert budget["maxUnavailable"] >= replicas, "a lone replica must not block drains"
