@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -34,6 +35,15 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def demos_dir() -> Path:
     return require_shared("demos")
+
+
+async def until(condition, seconds: float = 30.0, what: str = "condition") -> None:
+    """Wait for ``condition()`` (polled), failing the test after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
 
 
 def tiny_frames(count: int, first_tick: int = 100, step: int = 1) -> list[dict]:

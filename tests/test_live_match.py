@@ -21,7 +21,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from conftest import require_shared
+from conftest import require_shared, until
 from server_process import ServerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -54,15 +54,6 @@ def post(server: ServerProcess, body: bytes, match: str = MATCH) -> int:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
-
-
-async def until(condition, seconds: float = 30.0, what: str = "condition") -> None:
-    """Wait for ``condition()`` (polled), failing the test after ``seconds``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def get_json(server: ServerProcess, path: str):

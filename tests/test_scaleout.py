@@ -26,7 +26,7 @@ import msgpack
 import pytest
 import redis as redis_client
 from broker_engines import require_redis_server
-from conftest import require_shared
+from conftest import require_shared, until
 from redis_server import RedisServer, redis_server
 from server_process import ServerProcess
 from websockets.asyncio.client import connect
@@ -117,15 +117,6 @@ def ready_status(process: ServerProcess) -> int:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
-
-
-async def until(condition, seconds: float, what: str) -> None:
-    """Wait for ``condition()`` (polled), failing the test after ``seconds``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 class Watcher:
