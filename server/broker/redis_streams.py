@@ -227,7 +227,7 @@ class RedisBroker:
     async def ping(self) -> bool:
         try:
             await self._cmd.ping()
-        except OUTAGE as exc:
+        except (*OUTAGE, ResponseError) as exc:
             self._down(exc)
             return False
         return self._healthy
