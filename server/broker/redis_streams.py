@@ -162,6 +162,11 @@ class _Owned:
     dropped: int = 0  # frames pushed out of ``pending`` since the last recovery
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def waiting(self) -> bool:
+        """Something of this stream is not in Redis yet."""
+        return not self.started or bool(self.pending) or not self.state_written
+
 
 @dataclass(frozen=True)
 class _Seen:
@@ -251,8 +256,9 @@ class RedisBroker:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             try:
                 await self._cmd.ping()
-                for stream, owned in list(self._owned.items()):
-                    await self._catch_up(stream, owned)
+                while waiting := [item for item in self._owned.items() if item[1].waiting]:
+                    for stream, owned in waiting:  # again for what came meanwhile
+                        await self._catch_up(stream, owned)
             except Exception as exc:  # a recovery that stopped would leave the broker down
                 trouble = _trouble(exc)
                 if trouble != last:
@@ -275,7 +281,10 @@ class RedisBroker:
 
     async def _catch_up(self, stream: str, owned: _Owned) -> None:
         """After trouble: everything that waited for this stream. A stream another process
-        restarted meanwhile is dropped from this one."""
+        restarted meanwhile is dropped from this one; an incarnation this process replaced
+        meanwhile is not written at all."""
+        if self._owned.get(stream) is not owned:
+            return
         try:
             await self._flush(stream, owned)
         except EpochMismatch as exc:
