@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(VENV)/bin/eeict serve $(ARGS)
 
-# Chromium (browser test of the radar page) and the Node example's packages.
+# Chromium (browser test of the radar page), redis-server (the broker tests start their own on
+# a free port) and the Node example's packages.
 system-deps:
 	scripts/install-test-deps.sh
 

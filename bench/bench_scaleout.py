@@ -14,8 +14,18 @@ clients per replica watch the match for ``--duration`` seconds after a warm-up.
   ``eeict_delivery_delay_seconds`` histogram (coarse buckets) is printed beside it.
 - Redis CPU: ``INFO cpu`` (user + sys) delta over the measured window, in % of one core.
 - frames/s through the broker: entries Redis added to the match's stream per second (in), and
-  frames the replicas read (in x replicas, what XREAD hands out).
-- each replica's CPU (/proc) and the bytes per second its subscribers received.
+  frames the replicas read from it (out: each replica's ``eeict_broker_frames_read``, summed),
+  both measured over the window; and frames/s delivered to the subscribers.
+- completeness, per subscriber from its first frame to the end: frames that came twice, frames
+  a ``skip`` notice announced (counted, e.g. a slow consumer moved to the live edge) and frames
+  missing with no notice (silent gaps: must be 0); and connections a replica closed.
+- each replica's CPU (/proc) and the bytes per second its subscribers received; the ingest's.
+- Redis memory: ``MEMORY USAGE`` of the match's frames key per frame held, and what the
+  4,096-frame window would take at that size.
+
+``--redis-memory`` instead frames the whole capture as the ingest does (no servers, no
+clients) and reports the frame sizes and what Redis takes for 4,096 of them, for a typical and
+for the busiest stretch of the match: the sizing figure in docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 from redis_server import redis_server  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
@@ -45,6 +56,7 @@ MATCH, TOKEN = "bench", "bench-token"
 CAPTURE = ROOT.parent / "shared" / "gsi" / "full_game_gsi.zip"
 DEPICTS = struct.Struct("<d")  # the first 8 bytes of a frame in the broker (server/follower.py)
 GSI_DELAY_S = 0.75
+WINDOW = 4096  # frames Redis keeps per match (server/broker/base.py DEFAULT_WINDOW)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,25 +69,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--speed", type=float, default=1.0, help="gsi-replay speed")
     parser.add_argument("--capture", type=Path, default=CAPTURE)
+    parser.add_argument(
+        "--redis-memory", action="store_true",
+        help="measure what Redis holds per match from the whole capture's frames, then exit",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
 
 
 class Subscriber:
-    """Receive times of the newest frame of each ticks message, and bytes received."""
+    """Receive times of the newest frame of each ticks message, bytes and frames received
+    while measuring; and, over the whole connection, every seq accounted for."""
 
     def __init__(self) -> None:
         self.arrivals: list[tuple[int, float]] = []
         self.bytes = 0
+        self.frames = 0
         self.measuring = False
+        self.next_seq: int | None = None  # the seq the next frame should have
+        self.duplicates = 0  # frames that came again
+        self.announced = 0  # frames a skip notice said were skipped
+        self.silent = 0  # frames that never came and no notice counted
 
     def on_message(self, client: sup.LeanClient, fields: dict, size: int, now: float) -> None:
         kind = fields.get("type")
         if kind == "hello":
             client.send({"type": "subscribe", "buffer": 64})
-        elif kind == "ticks" and self.measuring and fields["count"]:
-            self.arrivals.append((fields["seq"] + fields["count"] - 1, now))
-            self.bytes += size
+        elif kind == "skip" and self.next_seq is not None:
+            self.announced += fields["skipped"] or 0
+            self.next_seq = fields["to_seq"]
+        elif kind == "ticks" and fields["count"]:
+            seq, count = fields["seq"], fields["count"]
+            if self.next_seq is not None and seq > self.next_seq:
+                self.silent += seq - self.next_seq
+            elif self.next_seq is not None and seq < self.next_seq:
+                self.duplicates += min(count, self.next_seq - seq)
+            self.next_seq = max(self.next_seq or 0, seq + count)
+            if self.measuring:
+                self.arrivals.append((seq + count - 1, now))
+                self.bytes += size
+                self.frames += count
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -95,16 +128,37 @@ def depicted_times(client: redis.Redis, first: int, last: int) -> dict[int, floa
     return {int(eid.split(b"-")[0]) - 1: DEPICTS.unpack_from(f[b"d"])[0] for eid, f in entries}
 
 
+def metrics_text(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
 def delivery_histogram(replica: ServerProcess) -> dict[str, float]:
     """The server's eeict_delivery_delay_seconds buckets (cumulative counts), by ``le``."""
-    with urllib.request.urlopen(f"{replica.http_url}/metrics", timeout=10) as response:
-        text = response.read().decode()
     out = {}
-    for line in text.splitlines():
+    for line in metrics_text(replica).splitlines():
         if line.startswith("eeict_delivery_delay_seconds_bucket"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out[le] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+def frames_read(replicas: list[ServerProcess]) -> float:
+    """Frames of the match the replicas have read from the broker so far, summed."""
+    prefix = f'eeict_broker_frames_read_total{{stream="{MATCH}"}} '
+    return sum(
+        float(line[len(prefix) :])
+        for replica in replicas
+        for line in metrics_text(replica).splitlines()
+        if line.startswith(prefix)
+    )
+
+
+def redis_bytes_per_frame(client: redis.Redis) -> float:
+    """What Redis takes per frame of the match it holds now (MEMORY USAGE of the whole key)."""
+    key = f"eeict:{{{MATCH}}}:frames"
+    held = client.xlen(key)
+    return client.memory_usage(key, samples=0) / held if held else float("nan")
 
 
 def histogram_quantile(buckets: dict[str, float], q: float) -> str:
@@ -170,6 +224,7 @@ async def measure(
     await asyncio.sleep(args.warmup)
     pids = [process.proc.pid for process in (ingest, *servers)]
     cpu0 = [sup.cpu_seconds(pid) for pid in pids]
+    read0 = await asyncio.to_thread(frames_read, servers)
     redis0, added0, t0 = redis_cpu(client), entries_added(client), time.monotonic()
     for _, sub in subs:
         sub.measuring = True
@@ -178,6 +233,7 @@ async def measure(
         sub.measuring = False
     elapsed = time.monotonic() - t0
     redis1, added1 = redis_cpu(client), entries_added(client)
+    read1 = await asyncio.to_thread(frames_read, servers)
     cpu = [(sup.cpu_seconds(pid) - c) / elapsed * 100 for pid, c in zip(pids, cpu0, strict=True)]
     seqs = [seq for _, sub in subs for seq, _ in sub.arrivals]
     depicts = depicted_times(client, min(seqs), max(seqs)) if seqs else {}
@@ -189,7 +245,7 @@ async def measure(
     delays = [now - depicts[seq] for _, sub in subs for seq, now in sub.arrivals if seq in depicts]
     pipeline = [d - GSI_DELAY_S for d in delays]
     received = [sum(s.bytes for i, s in subs if i == r) / elapsed for r in range(len(servers))]
-    frames_in = (added1 - added0) / elapsed
+    per_frame = redis_bytes_per_frame(client)
     return {
         "subscribers": len(subs),
         "samples": len(delays),
@@ -200,19 +256,66 @@ async def measure(
         "server_histogram_p50_s": histogram_quantile(histogram, 50),
         "server_histogram_p99_s": histogram_quantile(histogram, 99),
         "redis_cpu_pct": (redis1 - redis0) / elapsed * 100,
-        "frames_in_per_s": frames_in,
-        "frames_out_per_s": frames_in * len(servers),
+        "frames_in_per_s": (added1 - added0) / elapsed,
+        "frames_out_per_s": (read1 - read0) / elapsed,
+        "frames_to_subscribers_per_s": sum(s.frames for _, s in subs) / elapsed,
         "ingest_cpu_pct": cpu[0],
         "replica_cpu_pct": cpu[1:],
         "replica_mbit_s": [b * 8 / 1e6 for b in received],
         "clients_lost": lost,
+        "frames_twice": sum(s.duplicates for _, s in subs),
+        "frames_skipped_with_notice": sum(s.announced for _, s in subs),
+        "frames_missing_silently": sum(s.silent for _, s in subs),
+        "redis_bytes_per_frame": per_frame,
+        "redis_mb_per_window": per_frame * WINDOW / 1e6,
     }
+
+
+def redis_memory(capture: Path) -> dict[str, Any]:
+    """The capture framed as the ingest frames it (64/s, each frame its 8-byte time then
+    msgpack), then 4,096 frames of a typical stretch and of the busiest one put into a Redis
+    stream as the broker writes them, and measured with MEMORY USAGE."""
+    import msgpack
+
+    from processing.gsi.capture import count_payloads, read_capture
+    from processing.gsi.framer import Framer
+    from processing.gsi.replay import paced
+
+    framer, data, last = Framer(rate=64.0), [], 0.0
+    posts = tqdm(paced(read_capture(capture)), total=count_payloads(capture), desc="framing")
+    for last, payload in posts:
+        framer.add(payload, last)
+        data += [DEPICTS.pack(last) + msgpack.packb(frame) for frame in framer.frames(last)]
+    data += [DEPICTS.pack(last) + msgpack.packb(frame) for frame in framer.frames(last + 5)]
+    sizes = [len(frame) for frame in data]
+    total = sum(sizes[:WINDOW])
+    busiest, start = total, 0
+    for end in range(WINDOW, len(sizes)):
+        total += sizes[end] - sizes[end - WINDOW]
+        if total > busiest:
+            busiest, start = total, end - WINDOW + 1
+    result: dict[str, Any] = {"frames": len(sizes), "mean_frame_bytes": sum(sizes) / len(sizes)}
+    with redis_server() as rs:
+        client = redis.Redis.from_url(rs.url)
+        for label, first in (("typical", len(data) // 2), ("busiest", start)):
+            key = f"eeict:{{{label}}}:frames"
+            for seq in range(WINDOW):
+                client.xadd(key, {"d": data[first + seq]}, id=f"{seq + 1}-0")
+            result[f"{label}_window_data_mb"] = sum(sizes[first : first + WINDOW]) / 1e6
+            result[f"{label}_window_redis_mb"] = client.memory_usage(key, samples=0) / 1e6
+        client.close()
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.capture.exists():
         sys.exit(f"no capture at {args.capture}: pass --capture PATH")
+    if args.redis_memory:
+        result = redis_memory(args.capture)
+        sup.print_table("Redis memory per match", [sup.row(k, v, "") for k, v in result.items()])
+        sup.write_json(args.json, {"title": "Redis memory per match", **result})
+        return
     results = [run(args, n) for n in args.replicas]
     for result in results:
         title = f"Scale-out: {result['replicas']} replica(s), {result['subscribers']} subscribers"

@@ -23,7 +23,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from server import http_app, protocol
-from server.broker import make_broker
+from server.broker import make_broker, redact_url
 from server.builtin import load_builtin
 from server.catalog import Catalog
 from server.clock import steady_wall_clock
@@ -54,6 +54,7 @@ MISS_RESCAN_S = 1.0  # a request for an unknown recording rescans at most this o
 MAX_QUEUE = 4
 # Connections waiting to be accepted: thousands of clients ramping up must not overflow it.
 LISTEN_BACKLOG = 4096
+BROKER_PING_S = 2.0  # how often the broker's backend is asked, so its health is always current
 
 
 class App:
@@ -68,6 +69,7 @@ class App:
         self.followers: dict[str, Follower] = {}  # live matches served here, by stream id
         self.downloads: http_app.Downloads | None = None  # set when the HTTP app is built
         self.ready = False
+        self.failed: str | None = None  # the background task that died, if one did
         self.port: int | None = None
         self.http_port: int | None = None
         self._server: Server | None = None
@@ -76,6 +78,7 @@ class App:
         self.metrics.subscriber_counts = lambda: {
             sid: len(driver.stream.subscribers) for sid, driver in self.drivers.items()
         }
+        self.metrics.broker_up = lambda: self.broker.healthy
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class App:
             timeline = Timeline(entry.recording, epoch, every=config.every, loop=loop)
             self.add_stream(LiveStream(stream_id, timeline, self.metrics, config.burst))
         self.start_task(self._rescan(), "catalog rescan")
+        self.start_task(self._watch_broker(), "broker health check")
         if config.role != "serve":
             self.start_task(self.ingest.run(), "GSI ingest")
         if config.role != "ingest":
@@ -133,13 +137,24 @@ class App:
         log.info(
             "ready (%s): live %s; %d recordings; GSI matches %s; broker %s",
             config.role, ", ".join(self.drivers), len(self.catalog.entries),
-            ", ".join(config.gsi_tokens()) or "none", config.broker or "in memory",
+            ", ".join(config.gsi_tokens()) or "none",
+            redact_url(config.broker) if config.broker else "in memory",
         )  # fmt: skip
 
-    @property
-    def healthy(self) -> bool:
-        """Ready, and the broker reachable (readiness follows broker health)."""
-        return self.ready and self.broker.healthy
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """``/readyz``: the HTTP status and a JSON body.
+
+        Ready once started, until draining or until a background task died for good. The
+        broker's health is reported, not required: a replica whose Redis is away still serves
+        recorded streams, replays, the page and every frame it holds, and the ingest still
+        takes the game's posts (they wait for Redis), so taking every pod out of the Service
+        at once would turn a partial outage into a full one (docs/deploy.md, "Probes").
+        """
+        broker = "ok" if self.broker.healthy else "down"
+        if self.ready:
+            return 200, {"status": "ready", "broker": broker}
+        reason = f"{self.failed} failed" if self.failed else "starting or stopping"
+        return 503, {"status": "not_ready", "reason": reason, "broker": broker}
 
     def add_stream(self, stream: LiveStream) -> LiveDriver:
         """Serve ``stream`` at /live/<id> (replacing an ended one of the same id)."""
@@ -151,10 +166,17 @@ class App:
         self.drivers[stream.id] = driver
         return driver
 
-    def start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run a background task; if it ever dies, log why and stop claiming to be ready."""
+    def start_task(
+        self, coroutine: Coroutine[Any, Any, None], name: str, supervised: bool = False
+    ) -> asyncio.Task[None]:
+        """Run a background task, cancelled at shutdown. If it dies, that is logged once and
+        the process stops claiming to be ready: nothing would start it again. A
+        ``supervised`` task is one whose starter watches it and starts it again (a live
+        match's follower): its failure is that starter's to log and no reason to go unready.
+        """
         task = asyncio.create_task(coroutine, name=name)
-        task.add_done_callback(self._task_ended)
+        if not supervised:
+            task.add_done_callback(self._task_ended)
         self._tasks = [t for t in self._tasks if not t.done()] + [task]
         return task
 
@@ -162,8 +184,9 @@ class App:
         if task.cancelled() or task.exception() is None:
             return
         self.ready = False
-        log.error("%s failed; /readyz now reports not ready", task.get_name(),
-                  exc_info=task.exception())  # fmt: skip
+        self.failed = self.failed or task.get_name()
+        log.error("%s failed and will not be started again; /readyz now reports not ready",
+                  task.get_name(), exc_info=task.exception())  # fmt: skip
 
     async def shutdown(self) -> None:
         """Stop accepting, go unready, close every client with 1001, stop the streams."""
@@ -200,6 +223,13 @@ class App:
             await asyncio.sleep(CATALOG_RESCAN_S)
             await asyncio.to_thread(self.catalog.scan)
 
+    async def _watch_broker(self) -> None:
+        """Ask the broker's backend every few seconds, so ``eeict_broker_up`` and ``/readyz``
+        are current even when nothing else uses it (an ingest with no match in play)."""
+        while True:
+            await self.broker.ping()
+            await asyncio.sleep(BROKER_PING_S)
+
     # -- what is served --------------------------------------------------------------------
 
     def describe_streams(self) -> dict[str, Any]:
@@ -207,6 +237,10 @@ class App:
         return {
             "streams": [driver.stream.describe(now) for driver in self.drivers.values()],
             "ports": http_app.describe_ports(self.port, self.http_port),
+            "broker": {
+                "engine": "redis" if self.config.broker else "memory",
+                "up": self.broker.healthy,
+            },
         }
 
     def find_replayable(self, name: str) -> tuple[str, FrameStore, dict[str, Any]] | None:

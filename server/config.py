@@ -12,11 +12,13 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from processing.gsi.framer import DELAY_S as GSI_DELAY_S
+from server.broker import redact_url
 
 DEFAULT_PORT = 8080
 DEFAULT_HTTP_PORT = 8081
@@ -26,9 +28,27 @@ ENV_PREFIX = "EEICT_"
 MATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a live match's stream id
 
 
-def option(default: Any, help: str, *, metavar: str | None = None, **extra: Any) -> Any:
-    """A setting: its default and its help text (shown by --help with its variable)."""
-    meta = {"help": help, "metavar": metavar, **extra}
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def hide_tokens(pairs: list[str]) -> list[str]:
+    """``--gsi NAME=TOKEN`` pairs as ``--help`` shows them: the names, not the tokens."""
+    return [f"{pair.partition('=')[0]}=***" for pair in pairs]
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    metavar: str | None = None,
+    shown: Callable[[Any], Any] | None = None,
+    **extra: Any,
+) -> Any:
+    """A setting: its default and its help text (shown by --help with its variable).
+
+    ``shown`` turns a default into what --help may print (a secret from an EEICT_* variable
+    must not reach a terminal or a log that captured it)."""
+    meta = {"help": help, "metavar": metavar, "shown": shown, **extra}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -57,8 +77,9 @@ class ServerConfig:
     )  # fmt: skip
     burst: int = option(8, "frames per tick message on live streams")
     token: str | None = option(
-        None, "require this token on WebSockets, /streams, /metrics and /recordings"
-    )
+        None, "require this token on WebSockets, /streams, /metrics and /recordings",
+        shown=lambda _: "***",
+    )  # fmt: skip
     allow_open: bool = option(
         False, "serve a non-loopback --host without --token (otherwise refused at start-up)"
     )
@@ -70,7 +91,7 @@ class ServerConfig:
     max_downloads: int = option(8, "concurrent recording downloads; more get 503")
     gsi: list[str] = option(
         [], "live matches CS2 may post to at POST /gsi/NAME, each with the token of its "
-        "cfg's auth block", metavar="NAME=TOKEN",
+        "cfg's auth block", metavar="NAME=TOKEN", shown=hide_tokens,
     )  # fmt: skip
     gsi_delay: float = option(
         GSI_DELAY_S, "seconds live GSI frames trail the newest post (to interpolate between posts)",
@@ -84,8 +105,9 @@ class ServerConfig:
         metavar="SECONDS",
     )  # fmt: skip
     broker: str | None = option(
-        None, "how live matches reach every replica: redis://HOST:PORT/DB (Redis Streams); "
-        "default: in this process only", metavar="URL",
+        None, "how live matches reach every replica: redis://HOST:PORT/DB (Redis Streams; "
+        "redis://:PASSWORD@HOST:PORT/DB with a password, rediss:// for TLS); needed by --role "
+        "ingest and serve; default: in this process only", metavar="URL", shown=redact_url,
     )  # fmt: skip
     role: str = option(
         "all", "all: take GSI posts and serve; ingest: take posts and publish them to the "
@@ -143,7 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if raw is not None:
             default = _parse_env(raw, kind)
         flag = "--" + spec.name.replace("_", "-")
-        shown = "" if default in (None, [], False) else f" (default {default})"
+        show = meta["shown"] or (lambda value: value)
+        shown = "" if default in (None, [], False) else f" (default {show(default)})"
         help_text = f"[{env_name(spec.name)}] {meta['help']}{shown}"
         base = _base_type(kind)
         if base is bool:
@@ -190,12 +213,30 @@ def validate(config: ServerConfig) -> ServerConfig:
                 f"--gsi {pair!r}: write NAME=TOKEN (NAME: letters, digits, '.', '_', '-'; "
                 "TOKEN: the one in the game's cfg)"
             )
+    _check_broker(config)
     if not config.token and not config.allow_open and not _is_loopback(config.host):
         raise ConfigError(
             f"--host {config.host} without --token would open every stream and recording to "
             "anyone who can reach it: set --token (EEICT_TOKEN), or --allow-open if that is meant"
         )
     return config
+
+
+def _check_broker(config: ServerConfig) -> None:
+    """A broker URL the engines take; a role that shares matches between processes has one."""
+    if config.broker and not config.broker.startswith(BROKER_SCHEMES):
+        raise ConfigError(
+            f"--broker {redact_url(config.broker)!r} is not a Redis URL: write "
+            "redis://HOST:PORT/DB (redis://:PASSWORD@HOST:PORT/DB, rediss:// for TLS), or leave "
+            "it out to keep live matches in this process"
+        )
+    if config.role != "all" and not config.broker:
+        other = "serve" if config.role == "ingest" else "ingest"
+        raise ConfigError(
+            f"--role {config.role} without --broker: nothing would pass between this process "
+            f"and the {other} process; pass --broker redis://HOST:PORT/DB (EEICT_BROKER), the "
+            "same Redis for the ingest and every replica, or use --role all for one process"
+        )
 
 
 def _is_loopback(host: str) -> bool:

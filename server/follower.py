@@ -6,6 +6,10 @@ replica resumes on another with nothing missing or twice. Each replica encodes o
 out locally. A new epoch (the ingest restarted) is a new incarnation: this replica's
 subscribers are closed with 1012 and reconnect into it; frames the broker lost become a new
 segment of the feed, which the stream reports to its subscribers as a counted skip.
+
+``follow_broker`` supervises the followers: one that fails is logged and started again (with
+backoff), its subscribers closed with 1012 so they resume on the new one; such a failure does
+not make the replica unready, since the replica goes on serving everything else.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_BLOCK_S = 1.0
+RESTART_MAX_S = 60.0  # longest wait before a failed follower is started again
+HEALTHY_RUN_S = 60.0  # a follower that ran this long before failing starts over from 1 s
 _DEPICTS = struct.Struct("<d")  # each broker frame: when it shows (ingest clock), then msgpack
 
 
@@ -56,7 +63,7 @@ class Follower:
         self.ended = False
 
     async def run(self) -> None:
-        broker, clock = self.app.broker, self.app.clock
+        broker, clock, read = self.app.broker, self.app.clock, self.app.metrics.broker_frames_read
         epoch = self.info.epoch
         async for update in follow(broker, self.name, -1, epoch, READ_BLOCK_S):
             result = update.result
@@ -67,10 +74,11 @@ class Follower:
                 self._set_stale(True, "the broker lost the stream")
                 continue
             if result.reset:
-                await self._new_incarnation(result.epoch)
+                self._new_incarnation(StreamInfo(result.epoch, result.meta or {}, result.state))
                 epoch = result.epoch
             now = clock()
             if result.frames:
+                read[self.name] += len(result.frames)
                 first = result.frames[0][0]
                 if self.feed is None or (result.lost and first > self.after + 1):
                     self._new_segment(epoch, first, result.lost)
@@ -103,17 +111,19 @@ class Follower:
             self.driver.stream.replace_feed(feed)
         self.feed = feed
 
-    async def _new_incarnation(self, epoch: str) -> None:
+    def _new_incarnation(self, info: StreamInfo) -> None:
         """The ingest restarted: drop this incarnation's subscribers (they reconnect and see
-        the new epoch in ``hello``) and start over."""
-        log.info("live match %s: new epoch %s", self.name, epoch)
-        streams = await self.app.broker.streams()
-        if self.name in streams:
-            self.info = streams[self.name]
+        the new epoch in ``hello``) and start over with the meta the read brought along."""
+        log.info("live match %s: new epoch %s", self.name, info.epoch)
+        self.info = info
+        self.retire("the match restarted")
+
+    def retire(self, why: str) -> None:
+        """Close this replica's subscribers of the stream with 1012 (they reconnect) and take
+        it off /live until a feed has frames again: a client reconnecting at once would
+        otherwise join a stream that gets no more frames."""
         if self.driver is not None:
-            perform(self.driver.stream.close_all(protocol.CLOSE_RESTART, "the match restarted"))
-            # Off /live until the new incarnation's first frame: a client reconnecting at once
-            # would otherwise join the old stream, which gets no more frames.
+            perform(self.driver.stream.close_all(protocol.CLOSE_RESTART, why))
             if self.app.drivers.get(self.name) is self.driver:
                 del self.app.drivers[self.name]
             self.driver.task.cancel()
@@ -153,22 +163,60 @@ class Follower:
         }  # fmt: skip
 
 
+@dataclass
+class _Supervised:
+    """A follower's task, and what its failures in a row decided."""
+
+    task: asyncio.Task[None]
+    started: float  # event loop time
+    failures: int = 0
+    retry_at: float = 0.0
+    seen_done: bool = False
+
+
 async def follow_broker(app: App, interval_s: float = 1.0) -> None:
-    """Start a Follower for every stream the broker knows and this replica does not follow."""
-    tasks: dict[str, asyncio.Task[None]] = {}
+    """Start a Follower for every stream the broker has in play and this replica does not
+    follow; start one again, with backoff, if it failed."""
+    loop = asyncio.get_running_loop()
+    running: dict[str, _Supervised] = {}
     while True:
         try:
             streams = await app.broker.streams()
         except BrokerError:
             streams = {}
+        now = loop.time()
+        for name, entry in running.items():
+            if entry.task.done() and not entry.seen_done:
+                entry.seen_done = True
+                error = None if entry.task.cancelled() else entry.task.exception()
+                if error is not None:
+                    _restart_later(app, name, entry, error, now, interval_s)
         for name, info in streams.items():
-            current, task = app.followers.get(name), tasks.get(name)
-            if task is not None and not task.done():
+            entry = running.get(name)
+            if entry is not None and (not entry.task.done() or now < entry.retry_at):
                 continue
+            current = app.followers.get(name)
             if current is not None and current.info.epoch == info.epoch:
                 continue  # that incarnation was followed to its end
             if info.state.get("ended") and current is None:
-                continue  # over before this replica started: it is a recording now
+                continue  # it ended as this replica looked: it is a recording now
             follower = app.followers[name] = Follower(app, name, info)
-            tasks[name] = app.start_task(follower.run(), f"follow {name}")
+            task = app.start_task(follower.run(), f"follow {name}", supervised=True)
+            failures = entry.failures if entry is not None and entry.retry_at else 0
+            running[name] = _Supervised(task, now, failures)
         await asyncio.sleep(interval_s)
+
+
+def _restart_later(
+    app: App, name: str, entry: _Supervised, error: BaseException, now: float, interval_s: float
+) -> None:
+    """A follower failed: its subscribers are let go (they reconnect and resume on the next
+    one) and it is started again after a backoff that doubles with each failure in a row."""
+    entry.failures = 1 if now - entry.started >= HEALTHY_RUN_S else entry.failures + 1
+    wait = min(RESTART_MAX_S, interval_s * 2 ** (entry.failures - 1))
+    entry.retry_at = now + wait
+    log.error("following live match %s failed (%d in a row); starting it again in %.0f s",
+              name, entry.failures, wait, exc_info=error)  # fmt: skip
+    follower = app.followers.pop(name, None)
+    if follower is not None:
+        follower.retire("the server restarts this stream")

@@ -113,10 +113,8 @@ def build(app: App) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(request: web.Request) -> web.Response:
-        if app.healthy:
-            return web.Response(text="ready\n")
-        why = "broker unreachable" if app.ready else "starting or stopping"
-        return web.Response(status=503, text=f"not ready: {why}\n")
+        status, body = app.readiness()
+        return web.json_response(body, status=status, headers={"Cache-Control": "no-cache"})
 
     async def metrics(request: web.Request) -> web.Response:
         body, content_type = app.metrics.exposition(request.headers.get("Accept", ""))

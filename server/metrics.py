@@ -78,6 +78,8 @@ class Metrics:
         self.lag = _Histogram(LAG_BUCKETS)
         self.delivery_delay = _Histogram(DELIVERY_BUCKETS)
         self.subscriber_counts: Callable[[], dict[str, int]] = dict
+        self.broker_up: Callable[[], bool] = lambda: True
+        self.broker_frames_read = Counter[str]()  # stream -> frames this replica read
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)  # CPU, resident memory, open fds, start time
@@ -143,6 +145,11 @@ class _Collector:
         yield CounterMetricFamily(
             "eeict_connections", "Accepted WebSocket connections.", value=m.connections_total
         )
+        yield GaugeMetricFamily(
+            "eeict_broker_up",
+            "1 while the broker (Redis with --broker) answers and takes this process's writes.",
+            value=int(m.broker_up()),
+        )
         labelled: list[tuple[type, str, str, str, dict[str, int]]] = [
             (CounterMetricFamily, "eeict_connections_refused", "Connections refused, by reason.",
              "reason", m.refused),
@@ -165,6 +172,9 @@ class _Collector:
              "match", m.ingest_posts),
             (CounterMetricFamily, "eeict_ingest_errors", "GSI posts refused, by reason.",
              "reason", m.ingest_errors),
+            (CounterMetricFamily, "eeict_broker_frames_read",
+             "Frames of live matches this replica read from the broker.", "stream",
+             m.broker_frames_read),
         ]  # fmt: skip
         for kind, name, documentation, label, counts in labelled:
             yield _labelled(kind(name, documentation, labels=[label]), counts)

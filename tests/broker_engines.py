@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from redis_server import RedisServer, redis_server, redis_server_binary
 
-from server.broker import Broker, MemoryBroker
+from server.broker import ENDED_KEEP_S, Broker, MemoryBroker
 from server.broker.redis_streams import RedisBroker
 
 WAIT_S = 10.0
@@ -46,11 +46,13 @@ def info_field(server: RedisServer, section: str, name: str) -> str:
     import socket
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
-        sock.sendall(f"INFO {section}\r\n".encode())
+        sock.sendall(server.auth + f"INFO {section}\r\n".encode())
         data = b""
         while True:
             chunk = sock.recv(65536)
             data += chunk
+            if server.auth and data.startswith(b"+OK\r\n"):
+                data = data[5:]
             header, _, rest = data.partition(b"\r\n")
             if header.startswith(b"$") and len(rest) >= int(header[1:]):
                 break
@@ -77,8 +79,9 @@ class Engine:
         return 0 if self.server is None else 100
 
     def broker(self, window: int = 256, **options) -> Broker:
+        """A broker of this engine; ``ended_keep_s`` goes to both, other options to Redis."""
         if self.server is None:
-            made: Broker = MemoryBroker(window)
+            made: Broker = MemoryBroker(window, options.get("ended_keep_s", ENDED_KEEP_S))
         else:
             options.setdefault("op_timeout_s", 1.0)
             made = RedisBroker(self.server.url, window, prefix=self.prefix, **options)

@@ -3,7 +3,8 @@ benchmarks that need a real Redis.
 
 No persistence unless asked (``--save ''``, no AOF), so a restart loses everything; with
 ``persist=True`` a restart reloads the data (an RDB snapshot written at shutdown).
-``restart()`` keeps the port, so clients that were connected find the server again.
+``restart()`` keeps the port, so clients that were connected find the server again. With
+``password``, clients must authenticate (``requirepass``), as the deployed Redis requires.
 """
 
 from __future__ import annotations
@@ -41,11 +42,18 @@ class RedisServer:
     folder: Path
     port: int = field(default_factory=free_port)
     persist: bool = False
+    password: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def auth(self) -> bytes:
+        """What a raw connection sends first (nothing without a password)."""
+        return f"AUTH {self.password}\r\n".encode() if self.password else b""
 
     @property
     def log_path(self) -> Path:
@@ -61,6 +69,8 @@ class RedisServer:
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder]
         command += ["--logfile", self.log_path, "--daemonize", "no", "--appendonly", "no"]
         command += ["--protected-mode", "yes", "--save", "3600 1" if self.persist else ""]
+        if self.password:
+            command += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
             [str(part) for part in command], stdout=subprocess.DEVNULL, start_new_session=True
         )
@@ -81,18 +91,19 @@ class RedisServer:
 
     def command(self, *words: bytes) -> bytes | None:
         """Send one inline command and return the first reply line, or None if nobody answers."""
+        lines = 2 if self.password else 1  # AUTH's +OK first
         with (
             contextlib.suppress(OSError),
             socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock,
         ):
-            sock.sendall(b" ".join(words) + b"\r\n")
+            sock.sendall(self.auth + b" ".join(words) + b"\r\n")
             reply = b""
-            while not reply.endswith(b"\r\n"):
+            while reply.count(b"\r\n") < lines:
                 chunk = sock.recv(4096)
                 if not chunk:
                     break
                 reply += chunk
-            return reply.split(b"\r\n", 1)[0]
+            return reply.split(b"\r\n")[lines - 1]
         return None
 
     def stop(self) -> None:
@@ -127,11 +138,11 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(persist: bool = False) -> Iterator[RedisServer]:
+def redis_server(persist: bool = False, password: str | None = None) -> Iterator[RedisServer]:
     """``with redis_server() as redis:`` then connect to ``redis.url``; stopped (and its folder
     removed) afterwards."""
     with tempfile.TemporaryDirectory(prefix="eeict-redis-") as folder:
-        server = RedisServer(Path(folder), persist=persist)
+        server = RedisServer(Path(folder), persist=persist, password=password)
         try:
             server.start()
             yield server

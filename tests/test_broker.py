@@ -6,7 +6,11 @@ import asyncio
 
 import msgpack
 import pytest
-from broker_engines import engine_fixture, shared_redis_fixture  # noqa: F401 (fixtures)
+from broker_engines import (  # noqa: F401 (fixtures)
+    engine_fixture,
+    shared_redis_fixture,
+    wait_for,
+)
 
 from server.broker import EpochMismatch, UnknownStream, make_broker
 from server.broker.memory import MemoryBroker
@@ -82,8 +86,6 @@ async def test_a_new_epoch_is_a_reset_never_a_continuation(engine):
         await broker.publish("m", old, 50, frame(50))
     with pytest.raises(EpochMismatch):
         await broker.mark("m", old, stale=True)
-    with pytest.raises(EpochMismatch):
-        await broker.history("m", 0, 10, old)
 
 
 async def test_frames_beyond_the_window_are_reported_lost_with_their_count(engine):
@@ -116,17 +118,39 @@ async def test_seqs_the_publisher_skipped_count_as_lost(engine):
     assert ([seq for seq, _ in result.frames], result.lost) == ([5], 3)
 
 
-async def test_history_returns_the_half_open_range_still_held(engine):
-    broker = engine.broker(window=100)
+async def test_an_ended_stream_leaves_the_catalog_and_is_forgotten_after_its_keep_time(engine):
+    keep_s = 0.5
+    broker = engine.broker(ended_keep_s=keep_s)
     epoch = await broker.start_stream("m", META)
-    await broker.publish_many("m", epoch, frames(0, 300))
-    held = await broker.history("m", 0, 300, epoch)
-    first = held[0][0]
-    assert 200 - engine.trim_slack <= first <= 200
-    assert held == frames(first, 300 - first)
-    assert await broker.history("m", 250, 260, epoch) == frames(250, 10)
-    assert await broker.history("m", 299, 400, epoch) == frames(299, 1)
-    assert await broker.history("m", 260, 250, epoch) == []
+    other = await broker.start_stream("other", META)
+    await broker.publish_many("m", epoch, frames(0, 10))
+    await broker.mark("m", epoch, ended=True)
+    assert set(await broker.streams()) == {"other"}  # no replica starts following it again
+    result = await broker.read("m", 4, epoch)  # a replica still reading its end gets it
+    assert [seq for seq, _ in result.frames] == list(range(5, 10))
+    assert result.state == {"ended": True}
+    await wait_for(lambda: _is_gone(broker.read("m", 9, epoch)), f"forgotten after {keep_s} s")
+    # The stream in play is untouched, and the name can start again, kept as long as it plays.
+    assert (await broker.read("other", -1, other)).epoch == other
+    again = await broker.start_stream("m", META)
+    await broker.publish("m", again, 0, frame(0))
+    await asyncio.sleep(keep_s * 2)
+    assert (await broker.read("m", -1, again)).frames == [(0, frame(0))]
+    assert set(await broker.streams()) == {"m", "other"}
+
+
+async def _is_gone(reading) -> bool:
+    return (await reading).epoch is None
+
+
+async def test_a_reader_that_did_not_know_the_epoch_is_told_its_meta(engine):
+    broker = engine.broker()
+    old = await broker.start_stream("m", META)
+    assert (await broker.read("m", -1, None)).meta == META  # a reader that just started
+    assert (await broker.read("m", -1, old)).meta is None  # nothing new to tell
+    new = await broker.start_stream("m", {**META, "map": "de_inferno"})
+    result = await broker.read("m", -1, old)
+    assert (result.epoch, result.reset, result.meta["map"]) == (new, True, "de_inferno")
 
 
 async def test_a_blocked_read_wakes_on_publish(engine):
@@ -201,11 +225,15 @@ async def test_engines_report_healthy_when_their_backend_answers(engine):
     assert broker.healthy
 
 
-def test_make_broker_picks_the_engine_from_the_url():
+async def test_make_broker_picks_the_engine_from_the_url():
     assert isinstance(make_broker(None), MemoryBroker)
     assert make_broker(None, window=10).window == 10
     from server.broker.redis_streams import RedisBroker
 
-    assert isinstance(make_broker("redis://127.0.0.1:1/0"), RedisBroker)
-    with pytest.raises(ValueError, match="redis://"):
-        make_broker("http://127.0.0.1:6379")
+    redis_broker = make_broker("redis://127.0.0.1:1/0")
+    try:
+        assert isinstance(redis_broker, RedisBroker)
+    finally:
+        await redis_broker.close()
+    with pytest.raises(ValueError, match=r"redis://.*'http://:\*\*\*@127.0.0.1:6379'"):
+        make_broker("http://:secret@127.0.0.1:6379")

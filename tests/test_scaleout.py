@@ -4,14 +4,20 @@ The shared GSI capture is posted by ``eeict gsi-replay`` into the ingest (``--ro
 replicas (``--role serve``) only read the broker. Subscribers on every replica get the same
 frames under the same seq and epoch; a client whose replica dies resumes on another with
 nothing missing or twice; Redis paused or restarted empty stalls live matches (``stale``),
-never recorded ones, and what Redis lost arrives as a counted ``skip``; an ingest restart is a
-new epoch (1012, then a new ``hello``).
+never recorded ones, and what Redis lost arrives as a counted ``skip``, while every process
+stays ready and reports the broker down; an ingest restart is a new epoch (1012, then a new
+``hello``); one ``--role all`` process with Redis serves beside a replica through a Redis
+restart.
+
+The poster runs in the background for as long as a test waits (``replaying``): its limit is
+the whole capture, more than any wait, and it is stopped when the block ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +42,7 @@ pytestmark = pytest.mark.timeout(240)
 
 MATCH, TOKEN = "m", "s3cret"
 BUILTIN = "generated"  # the generated match every replica plays as a recorded live stream
+WHOLE_CAPTURE = 8225  # posts in the shared capture: at 8x, posting outlasts every wait below
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +51,12 @@ def capture() -> Path:
     return require_shared("gsi") / "full_game_gsi.zip"
 
 
-def ingest_process(redis: RedisServer, folder: Path, *extra: str) -> ServerProcess:
+def ingest_process(redis: RedisServer, folder: Path, role: str = "ingest") -> ServerProcess:
+    """The process that takes the posts: ``--role ingest``, or ``all`` (it serves them too)."""
     folder.mkdir(exist_ok=True)
-    args = ("--role", "ingest", "--broker", redis.url, "--recordings", str(folder))
-    return ServerProcess((*args, "--gsi", f"{MATCH}={TOKEN}", "--gsi-finish-after", "120", *extra))
+    args = ("--role", role, "--broker", redis.url, "--recordings", str(folder))
+    return ServerProcess((*args, "--gsi", f"{MATCH}={TOKEN}", "--gsi-finish-after", "120",
+                          "--builtin-rounds", "2"))  # fmt: skip
 
 
 def replica_process(redis: RedisServer) -> ServerProcess:
@@ -55,9 +64,11 @@ def replica_process(redis: RedisServer) -> ServerProcess:
 
 
 @contextlib.contextmanager
-def cluster(redis: RedisServer, folder: Path, replicas: int) -> Iterator[list[ServerProcess]]:
+def cluster(
+    redis: RedisServer, folder: Path, replicas: int, ingest_role: str = "ingest"
+) -> Iterator[list[ServerProcess]]:
     """The ingest first, then the replicas; all stopped afterwards."""
-    processes = [ingest_process(redis, folder / "ingest")]
+    processes = [ingest_process(redis, folder / "ingest", ingest_role)]
     processes += [replica_process(redis) for _ in range(replicas)]
     try:
         for process in processes:
@@ -69,14 +80,6 @@ def cluster(redis: RedisServer, folder: Path, replicas: int) -> Iterator[list[Se
             if process.log_path is not None:
                 print(*process.args[:2], process.log()[-3000:])  # shown if the test fails
                 process.log_path.unlink(missing_ok=True)
-
-
-def replay(ingest: ServerProcess, capture: Path, limit: int, speed: float):
-    """``eeict gsi-replay`` of the capture's first ``limit`` posts into the ingest."""
-    command = [sys.executable, "-m", "server", "gsi-replay", str(capture), "--url",
-               f"{ingest.http_url}/gsi/{MATCH}", "--token", TOKEN, "--limit", str(limit),
-               "--speed", str(speed)]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=200)
 
 
 @contextlib.contextmanager
@@ -111,12 +114,39 @@ def newest_seq(redis: RedisServer) -> int:
     return int(newest[0][0].split(b"-")[0]) - 1 if newest else -1
 
 
-def ready_status(process: ServerProcess) -> int:
+def get(process: ServerProcess, path: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(f"{process.http_url}/readyz", timeout=5) as response:
-            return response.status
+        with urllib.request.urlopen(f"{process.http_url}{path}", timeout=5) as response:
+            return response.status, response.read()
     except urllib.error.HTTPError as err:
-        return err.code
+        return err.code, err.read()
+
+
+def readiness(process: ServerProcess) -> tuple[int, dict]:
+    status, body = get(process, "/readyz")
+    return status, json.loads(body)
+
+
+def broker_down_everywhere_it_shows(process: ServerProcess, live_match: bool) -> bool:
+    """Ready, with the broker reported down in /readyz, eeict_broker_up and /streams (and
+    the live match marked stale, where this process serves one)."""
+    if readiness(process) != (200, {"status": "ready", "broker": "down"}):
+        return False
+    if "eeict_broker_up 0.0" not in get(process, "/metrics")[1].decode():
+        return False
+    streams = json.loads(get(process, "/streams")[1])
+    stale = {s["id"]: s.get("stale") for s in streams["streams"]}
+    return streams["broker"]["up"] is False and (not live_match or stale.get(MATCH) is True)
+
+
+async def eventually(check, seconds: float, what: str) -> None:
+    """Until the blocking ``check()`` (HTTP to a process) is true, run off the event loop so
+    the watchers keep reading meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await asyncio.to_thread(check):
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
 
 
 class Watcher:
@@ -208,7 +238,7 @@ async def test_replicas_agree_and_a_client_of_a_killed_replica_resumes_on_anothe
         ingest, *replicas = processes
         watchers = [Watcher(replica) for replica in replicas]
         watching = [asyncio.create_task(w.run()) for w in watchers]
-        with replaying(ingest, capture, 900, 8):  # 24 s of posts
+        with replaying(ingest, capture, WHOLE_CAPTURE, 8):
             await until(lambda: all(len(w.seqs) >= 192 for w in watchers), 90, "frames")
             moved = watchers[0]
             kill(replicas[0])
@@ -241,15 +271,19 @@ async def test_redis_paused_or_restarted_empty_stalls_live_matches_only_and_repo
         ingest, replica = processes
         live, recorded = Watcher(replica), Watcher(replica, BUILTIN)
         watching = [asyncio.create_task(w.run()) for w in (live, recorded)]
-        with replaying(ingest, capture, 2400, 6):  # 86 s of posts
+        with replaying(ingest, capture, WHOLE_CAPTURE, 6):
             await until(lambda: len(live.seqs) >= 128 and recorded.seqs, 90, "frames")
 
-            # Redis frozen: the live match is stale, the recorded stream plays on, not ready.
+            # Redis frozen: the live match is stale, the recorded stream plays on, and both
+            # processes stay ready (the ingest takes every post: the poster would stop on an
+            # error), reporting the broker down.
             redis.pause()
             try:
                 await until(lambda: live.kinds("stale"), 30, "stale while redis is paused")
                 frozen, played = len(live.seqs), len(recorded.seqs)
-                assert await asyncio.to_thread(ready_status, replica) == 503
+                for process, serves in ((replica, True), (ingest, False)):
+                    await eventually(lambda p=process, s=serves: broker_down_everywhere_it_shows(
+                        p, s), 30, "the outage reported")  # fmt: skip
                 await until(lambda: len(recorded.seqs) >= played + 128, 30, "recorded frames")
             finally:
                 redis.resume()
@@ -274,7 +308,9 @@ async def test_redis_paused_or_restarted_empty_stalls_live_matches_only_and_repo
             before = len(live.seqs)
             await until(lambda: frames_lost(live), 60, "a skip for the frames redis lost")
             await until(lambda: len(live.seqs) >= before + 128, 30, "live frames after the restart")
-            assert await asyncio.to_thread(ready_status, replica) == 200
+            for process in (replica, ingest):
+                await eventually(lambda p=process: readiness(p) == (200, {
+                    "status": "ready", "broker": "ok"}), 30, "the broker reported up")  # fmt: skip
             await stop(*watching)
 
     (skip,) = frames_lost(live)
@@ -292,12 +328,11 @@ async def test_an_ingest_restart_is_a_new_epoch_on_every_replica(tmp_path, captu
         ingest, *replicas = processes
         watchers = [Watcher(replica) for replica in replicas]
         watching = [asyncio.create_task(w.run()) for w in watchers]
-        first = await asyncio.to_thread(replay, ingest, capture, 300, 20)
-        assert first.returncode == 0, first.stderr[-2000:]
-        await until(lambda: all(len(w.seqs) >= 64 for w in watchers), 60, "frames everywhere")
+        with replaying(ingest, capture, WHOLE_CAPTURE, 20):
+            await until(lambda: all(len(w.seqs) >= 64 for w in watchers), 60, "frames everywhere")
         kill(ingest)
         ingest.start()
-        with replaying(ingest, capture, 900, 8):  # 24 s of posts
+        with replaying(ingest, capture, WHOLE_CAPTURE, 8):
             await asyncio.wait_for(asyncio.gather(*watching), 60)  # closed by the new epoch
             seen = [len(w.seqs) for w in watchers]
             watching = [asyncio.create_task(w.run(resume=True)) for w in watchers]
@@ -313,3 +348,40 @@ async def test_an_ingest_restart_is_a_new_epoch_on_every_replica(tmp_path, captu
         # A resume into another epoch cannot be honoured: the client is told, not misled.
         assert [m["reason"] for m in w.kinds("skip")] == ["resume_unknown"]
     assert watchers[0].hellos[-1]["stream"]["epoch"] == watchers[1].hellos[-1]["stream"]["epoch"]
+
+
+async def test_one_process_with_redis_and_a_replica_carry_a_match_through_a_redis_restart(
+    tmp_path, capture
+):
+    """``--role all`` with Redis: the process that takes the posts serves them through Redis
+    too, beside a ``--role serve`` replica. Redis restarted empty: both tell their
+    subscribers the match is stale and stay ready; then the match continues under the same
+    epoch, every frame arrived or counted, the same frames for the same seqs on both."""
+    with redis_server() as redis, cluster(redis, tmp_path, 1, ingest_role="all") as processes:
+        watchers = [Watcher(process) for process in processes]
+        watching = [asyncio.create_task(w.run()) for w in watchers]
+        with replaying(processes[0], capture, WHOLE_CAPTURE, 8):
+            await until(lambda: all(len(w.seqs) >= 128 for w in watchers), 90, "frames")
+            redis.stop()
+            try:
+                await until(lambda: all(w.kinds("stale") for w in watchers), 30, "stale")
+                for process in processes:
+                    await eventually(lambda p=process: broker_down_everywhere_it_shows(p, True),
+                                     30, "the outage reported")  # fmt: skip
+                before = [len(w.seqs) for w in watchers]
+            finally:
+                redis.start()  # empty: the ingest puts the match back under the same epoch
+            await until(lambda: all(len(w.kinds("stale")) >= 2 for w in watchers), 30, "resumed")
+            await until(lambda: all(len(w.seqs) >= n + 128 for w, n in zip(watchers, before,
+                                                                            strict=True)),
+                        30, "frames after the restart")  # fmt: skip
+            await stop(*watching)
+
+    for w in watchers:
+        assert [m["stale"] for m in w.kinds("stale")] == [True, False], w.url
+        assert len(w.hellos) == 1 and accounted(w), (w.url, w.kinds("skip"))
+        assert {m["reason"] for m in w.kinds("skip")} <= {"frames_lost", "slow_consumer"}
+    assert watchers[0].hellos[0]["stream"]["epoch"] == watchers[1].hellos[0]["stream"]["epoch"]
+    common = set(watchers[0].frames) & set(watchers[1].frames)
+    assert len(common) >= 128
+    assert all(watchers[0].frames[seq] == watchers[1].frames[seq] for seq in common)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .base import (
     DEFAULT_WINDOW,
+    ENDED_KEEP_S,
     Broker,
     BrokerError,
     BrokerUnavailable,
@@ -12,12 +13,14 @@ from .base import (
     ReadResult,
     StreamInfo,
     UnknownStream,
+    redact_url,
 )
 from .follow import Update, follow
 from .memory import MemoryBroker
 
 __all__ = [
     "DEFAULT_WINDOW",
+    "ENDED_KEEP_S",
     "Broker",
     "BrokerError",
     "BrokerUnavailable",
@@ -29,6 +32,7 @@ __all__ = [
     "Update",
     "follow",
     "make_broker",
+    "redact_url",
 ]
 
 
@@ -43,4 +47,6 @@ def make_broker(url: str | None, window: int = DEFAULT_WINDOW, **options) -> Bro
         from .redis_streams import RedisBroker  # redis is imported only when it is used
 
         return RedisBroker(url, window, **options)
-    raise ValueError(f"--broker must be a redis://host:port URL (or omitted), got {url!r}")
+    raise ValueError(
+        f"--broker must be a redis://HOST:PORT/DB URL (or omitted), got {redact_url(url)!r}"
+    )

@@ -12,12 +12,18 @@ how many frames it will never get (``lost``), never silently.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DEFAULT_WINDOW = 4096  # frames kept per stream: 64 s at 64 frames/s, above the 30 s resume window
 MAX_READ_FRAMES = 1024  # frames one read returns at most (a reader far behind reads again)
+# An ended stream leaves the catalog at once; its frames stay this long for replicas still
+# reading its last frames (a little over the 30 s resume window), then the broker forgets it.
+ENDED_KEEP_S = 45.0
+_SECRET_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_HIDDEN = r"\1***"
 
 
 class BrokerError(Exception):
@@ -34,6 +40,20 @@ class EpochMismatch(BrokerError):
 
 class UnknownStream(BrokerError):
     """No stream of that name was started (or the broker lost it)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown (logs, ``--help``, errors): any password replaced by ``***``,
+    in the user part (``redis://:secret@host``) or the query (``?password=secret``). Up to the
+    last ``@`` counts as the user part, so a password holding ``/`` or ``@`` is hidden too, and
+    so is everything before an ``@`` in a string that is not a URL at all (a typo)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, after = rest.rpartition("@")
+    if at and (":" in userinfo or not sep):
+        rest = f"{userinfo.split(':', 1)[0] if sep else ''}:***@{after}"
+    return f"{scheme}{sep}{_SECRET_QUERY.sub(_HIDDEN, rest)}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +73,9 @@ class ReadResult:
     that is not the epoch the reader asked for: ``frames`` then start at the earliest frame the
     broker holds of the new epoch, and the reader must drop its seq bookkeeping. ``lost`` counts
     the frames between the reader's position (``after_seq + 1``, or seq 0 after a reset) and the
-    first frame returned that the broker no longer holds.
+    first frame returned that the broker no longer holds. ``meta`` is the epoch's match
+    description when the reader did not know the epoch (a reset, or no epoch asked), else None:
+    a reader never needs a second call, which could fail, to learn what it now reads.
     """
 
     epoch: str | None
@@ -61,6 +83,7 @@ class ReadResult:
     reset: bool = False
     lost: int = 0
     state: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] | None = None
 
     @property
     def last_seq(self) -> int | None:
@@ -74,15 +97,20 @@ class Broker(Protocol):
 
     @property
     def healthy(self) -> bool:
-        """False while the backend cannot be reached (readiness follows it)."""
+        """False while the backend cannot be reached or refuses this process's writes (shown
+        by ``/readyz``, ``/streams`` and the ``eeict_broker_up`` gauge)."""
         ...
 
     async def ping(self) -> bool:
-        """Ask the backend now; updates ``healthy``."""
+        """Ask the backend now (the server does every few seconds); updates ``healthy``."""
         ...
 
     async def start_stream(self, stream: str, meta: dict[str, Any]) -> str:
-        """Start a new incarnation of ``stream``: its old frames go, a new epoch is returned."""
+        """Start a new incarnation of ``stream``: its old frames go, a new epoch is returned.
+
+        Like ``publish`` and ``mark`` of the streams it starts, this never fails because the
+        backend is away: what must be written waits in this process until it is back.
+        """
         ...
 
     async def publish(self, stream: str, epoch: str, seq: int, data: bytes) -> None:
@@ -105,19 +133,16 @@ class Broker(Protocol):
         """
         ...
 
-    async def history(
-        self, stream: str, from_seq: int, to_seq: int, epoch: str
-    ) -> list[tuple[int, bytes]]:
-        """The frames with from_seq <= seq < to_seq the broker still holds (EpochMismatch when
-        ``epoch`` is not current)."""
-        ...
-
     async def streams(self) -> dict[str, StreamInfo]:
-        """Every stream the broker knows, with its epoch, meta and state."""
+        """Every stream in play (not ended), with its epoch, meta and state."""
         ...
 
     async def mark(self, stream: str, epoch: str, **state: Any) -> None:
-        """Merge flags into the stream's state (e.g. ``stale=True``); wakes blocked readers."""
+        """Merge flags into the stream's state (e.g. ``stale=True``); wakes blocked readers.
+
+        ``ended=True`` is final: the stream leaves ``streams()`` at once and its frames stay
+        readable for ``ENDED_KEEP_S`` before the broker forgets it.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -141,6 +166,11 @@ def lost_before(first_seq: int | None, expected_seq: int) -> int:
     """Frames a reader expecting ``expected_seq`` will never get when the first frame still held
     is ``first_seq``."""
     return 0 if first_seq is None else max(0, first_seq - expected_seq)
+
+
+def ends(state: dict[str, Any]) -> bool:
+    """Whether these state flags end the stream."""
+    return state.get("ended") is True
 
 
 def json_copy(value: dict[str, Any], what: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The in-memory broker: one process, no Redis (the default; ``make serve`` needs nothing else).
 
 Same contract as the Redis engine, so the server cannot tell them apart: frames kept in a deque
-capped to the window, an epoch per incarnation, readers woken by an event on every change.
+capped to the window, an epoch per incarnation, readers woken by an event on every change, an
+ended stream forgotten ``ended_keep_s`` after its end.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 
 from .base import (
     DEFAULT_WINDOW,
+    ENDED_KEEP_S,
     MAX_READ_FRAMES,
     EpochMismatch,
     ReadResult,
     StreamInfo,
     UnknownStream,
     check_frames,
+    ends,
     json_copy,
     lost_before,
 )
@@ -41,15 +44,17 @@ class _Stream:
     frames: deque[tuple[int, bytes]]
     state: dict[str, Any] = field(default_factory=dict)
     last_seq: int | None = None
+    forget: asyncio.TimerHandle | None = None  # set once the stream ended
 
 
 class MemoryBroker:
     """Frames of live streams inside this process."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, window: int = DEFAULT_WINDOW, ended_keep_s: float = ENDED_KEEP_S) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1 frame, got {window}")
         self.window = window
+        self.ended_keep_s = ended_keep_s
         self._streams: dict[str, _Stream] = {}
         self._changed: dict[str, asyncio.Event] = {}
 
@@ -62,6 +67,9 @@ class MemoryBroker:
 
     async def start_stream(self, stream: str, meta: dict[str, Any]) -> str:
         epoch = new_epoch()
+        old = self._streams.get(stream)
+        if old is not None and old.forget is not None:
+            old.forget.cancel()
         self._streams[stream] = _Stream(epoch, json_copy(meta, "meta"), deque(maxlen=self.window))
         self._wake(stream)
         return epoch
@@ -101,26 +109,34 @@ class MemoryBroker:
         stop = min(len(entry.frames), start + MAX_READ_FRAMES)
         frames = [entry.frames[i] for i in range(start, stop)]
         lost = lost_before(frames[0][0] if frames else None, after + 1)
-        return ReadResult(entry.epoch, frames, reset, lost, dict(entry.state))
-
-    async def history(
-        self, stream: str, from_seq: int, to_seq: int, epoch: str
-    ) -> list[tuple[int, bytes]]:
-        entry = self._current(stream, epoch)
-        return [(seq, data) for seq, data in entry.frames if from_seq <= seq < to_seq]
+        meta = json_copy(entry.meta, "meta") if epoch != entry.epoch else None
+        return ReadResult(entry.epoch, frames, reset, lost, dict(entry.state), meta)
 
     async def streams(self) -> dict[str, StreamInfo]:
         return {
             name: StreamInfo(entry.epoch, json_copy(entry.meta, "meta"), dict(entry.state))
             for name, entry in self._streams.items()
+            if not ends(entry.state)
         }
 
     async def mark(self, stream: str, epoch: str, **state: Any) -> None:
         entry = self._current(stream, epoch)
         entry.state.update(json_copy(state, "state"))
+        if ends(entry.state) and entry.forget is None:
+            loop = asyncio.get_running_loop()
+            entry.forget = loop.call_later(self.ended_keep_s, self._forget, stream, entry)
         self._wake(stream)
 
+    def _forget(self, stream: str, entry: _Stream) -> None:
+        """An ended stream's keep time is over (unless a new incarnation replaced it)."""
+        if self._streams.get(stream) is entry:
+            del self._streams[stream]
+            self._wake(stream)
+
     async def close(self) -> None:
+        for entry in self._streams.values():
+            if entry.forget is not None:
+                entry.forget.cancel()
         for event in self._changed.values():
             event.set()
         self._changed.clear()
