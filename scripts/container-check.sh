@@ -25,8 +25,9 @@ PROCESSING=localhost/eeict-stream-processing:check
 PORT=${PORT:-18080}
 HTTP_PORT=${HTTP_PORT:-$((PORT + 1))}
 MAX_SERVING_MB=${MAX_SERVING_MB:-250}
-# Packages only `eeict process` needs: in the processing image, never in the serving one.
-PROCESSING_STACK=(demoparser2 pandas polars pyarrow)
+# Modules only `eeict process` needs: in the processing image, never in the serving one
+# (polars' compiled core, most of its size, is the separate polars-runtime-32 package).
+PROCESSING_STACK=(demoparser2 pandas polars _polars_runtime_32 pyarrow)
 RUN_UID=1000870000 # the kind of UID OpenShift's restricted SCC assigns
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 WORK=$(mktemp -d /tmp/eeict-container-check.XXXXXX)
@@ -106,7 +107,7 @@ build_image() {
     log "podman build --build-arg FLAVOR=$flavor -> $tag"
     previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
     (cd "$ROOT" && timeout 1200 podman build --isolation=chroot --layers=false \
-        --build-arg BASE_IMAGE="$BASE" --build-arg BUILDER_IMAGE="$BUILDER" --build-arg FLAVOR="$flavor" -t "$tag" -f Containerfile . \
+        --build-arg RUNTIME_IMAGE="$BASE" --build-arg BUILDER_IMAGE="$BUILDER" --build-arg FLAVOR="$flavor" -t "$tag" -f Containerfile . \
         >"$WORK/build-$flavor.log" 2>&1) ||
         { tail -30 "$WORK/build-$flavor.log"; die "podman build ($flavor) failed"; }
     if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$tag") ]]; then
@@ -150,7 +151,7 @@ for package in "${PROCESSING_STACK[@]}"; do
     compgen -G "$PROCESSING_MNT/opt/venv/lib/python3*/site-packages/$package" >/dev/null ||
         die "the processing image lacks $package"
 done
-log "images: USER $user, /data/recordings '$perm', no pip; ${PROCESSING_STACK[*]} only in processing"
+log "both images: a numeric non-root USER, /data/recordings group 0 and writable, no pip; ${PROCESSING_STACK[*]} only in processing"
 
 # The serving image's own entrypoint, command and environment, as a container runtime uses them.
 mapfile -t ARGV < <(podman image inspect --format '{{json .Config.Entrypoint}}{{json .Config.Cmd}}' "$SERVING" |

@@ -25,12 +25,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import require_module
 from packaging.requirements import Requirement
 
 from server.cli import build_parser
 from server.config import DEFAULT_HTTP_PORT, DEFAULT_PORT, ServerConfig
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml", "install the test extra (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENSHIFT = ROOT / "openshift"
@@ -62,7 +63,8 @@ LIVENESS_PATH = "/healthz"
 SERVER_DRAIN_SECONDS = 10  # the server exits at most this long after SIGTERM
 # Kubernetes version whose schemas validate the standard kinds (OpenShift 4.17).
 KUBERNETES_VERSION = "1.30.0"
-PROCESSING_STACK = {"demoparser2", "pandas", "polars", "pyarrow"}
+# Distributions only `eeict process` needs (polars' compiled core is polars-runtime-32).
+PROCESSING_STACK = {"demoparser2", "pandas", "polars", "polars-runtime-32", "pyarrow"}
 # Kinds the Kubernetes JSON schemas do not cover; they get the hand-written checks below.
 CUSTOM_GROUPS = ("image.openshift.io/", "build.openshift.io/", "route.openshift.io/", "monitoring.")
 
@@ -174,7 +176,9 @@ def test_every_manifest_is_named_and_labelled(env: Env) -> None:
 
 
 def test_standard_kinds_match_the_kubernetes_schema(env: Env) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate = require_module(
+        "kubernetes_validate", "install the test extra (pip install -e '.[test]')"
+    )
     standard = [m for m in env.all() if not m["apiVersion"].startswith(CUSTOM_GROUPS)]
     assert {"Deployment", "Service", "Job", "Pod", "ConfigMap", "Secret"} <= {
         m["kind"] for m in standard
@@ -367,12 +371,22 @@ def _stages() -> dict[str, str]:
     return stages
 
 
-def test_containerfile_base_is_pinned_by_digest() -> None:
-    args = dict(a.split("=", 1) for op, a in _containerfile() if op == "ARG" and "=" in a)
-    assert re.fullmatch(
-        r"registry\.access\.redhat\.com/ubi9/python-3\d+@sha256:[0-9a-f]{64}", args["BASE_IMAGE"]
+def _containerfile_args() -> dict[str, str]:
+    return dict(a.split("=", 1) for op, a in _containerfile() if op == "ARG" and "=" in a)
+
+
+def test_containerfile_bases_are_pinned_by_digest() -> None:
+    args = _containerfile_args()
+    builder = re.fullmatch(
+        r"registry\.access\.redhat\.com/ubi9/python-3(\d+)@sha256:[0-9a-f]{64}",
+        args["BUILDER_IMAGE"],
     )
-    assert args["BUILDER_IMAGE"] == "${BASE_IMAGE}", "the same base unless told otherwise"
+    assert builder, args["BUILDER_IMAGE"]
+    runtime = r"registry\.access\.redhat\.com/ubi9/ubi-minimal@sha256:[0-9a-f]{64}"
+    assert re.fullmatch(runtime, args["RUNTIME_IMAGE"]), args["RUNTIME_IMAGE"]
+    # The venv built on the builder links to /usr/bin/python3.N: the runtime installs that one.
+    [install] = [a for op, a in _final_stage() if op == "RUN" and "microdnf install" in a]
+    assert f" python3.{builder[1]} " in install
 
 
 def test_containerfile_builds_either_flavour_from_one_file() -> None:
@@ -380,20 +394,27 @@ def test_containerfile_builds_either_flavour_from_one_file() -> None:
     assert stages["serving-venv"] == "${BUILDER_IMAGE}"
     assert stages["processing-venv"] == "serving-venv", "processing = serving + the extra"
     assert stages["venv"] == "${FLAVOR}-venv"
-    assert stages["runtime"] == "${BASE_IMAGE}", "the runtime holds nothing from the build"
+    assert stages["runtime"] == "${RUNTIME_IMAGE}", "the runtime holds nothing from the build"
     flavors = {a.split("=", 1)[1] for op, a in _containerfile() if a.startswith("FLAVOR=")}
     assert flavors == {"serving"}, "the default image is the server"
 
 
-def test_every_install_is_pinned_and_leaves_no_cache() -> None:
+LOCKS = ROOT / "requirements"
+
+
+def test_every_install_is_locked_hash_checked_and_leaves_no_cache() -> None:
     installs = [args for op, args in _containerfile() if op == "RUN" and "pip install" in args]
     assert len(installs) == 2
-    for install in installs:
-        assert "--no-cache-dir" in install
-        assert "--constraint /src/constraints.txt" in install
-    copies = " ".join(args for op, args in _containerfile() if op == "COPY")
-    assert "constraints.txt" in copies
-    assert "[processing]" in installs[1] and "[processing]" not in installs[0]
+    serving, processing = installs
+    for install, lock in ((serving, "serving"), (processing, "processing")):
+        for command in re.findall(r"pip install[^&]*", install):
+            assert "--no-cache-dir" in command and "--no-deps" in command, command
+        assert f"--require-hashes --no-deps -r /src/requirements/{lock}.txt" in install
+        assert install.endswith("pip check"), "the locked set is complete"
+    # The project itself, built with the locked setuptools, never an isolated download.
+    assert "--no-deps --no-build-isolation /src" in serving
+    copies = [args for op, args in _containerfile() if op == "COPY"]
+    assert "requirements/ /src/requirements/" in copies
 
 
 def test_containerfile_runtime_stage_runs_as_openshift_does() -> None:
@@ -414,7 +435,7 @@ def test_containerfile_runtime_stage_runs_as_openshift_does() -> None:
 def test_containerignore_keeps_local_state_out_of_the_build() -> None:
     ignored = set((ROOT / ".containerignore").read_text().split())
     assert {".git", ".venv", "tests", "recordings", "artifacts", "node_modules"} <= ignored
-    assert "constraints.txt" not in ignored
+    assert not {"requirements", "requirements/"} & ignored
 
 
 # --- dependencies: the serving image without the processing stack ----------------------------
@@ -450,18 +471,36 @@ def test_serving_dependencies_exclude_the_processing_stack() -> None:
     assert processing >= PROCESSING_STACK, "the processing extra brings the parser stack"
 
 
-def test_constraints_pin_everything_the_images_install() -> None:
-    project = _project()
-    wanted = _closure(project["dependencies"]) | _closure(
-        project["optional-dependencies"]["processing"]
-    )
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """A lock file's packages: name -> (version, sha256 hashes)."""
+    text = (LOCKS / f"{name}.txt").read_text().replace("\\\n", " ")
+    found = {}
+    for line in text.splitlines():
         if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, f"not an exact pin: {line!r}"
-            pins[name.lower().replace("_", "-")] = version
-    assert wanted <= set(pins), f"not pinned: {wanted - set(pins)}"
+            requirement, *options = line.split()
+            package, _, version = requirement.partition("==")
+            assert version, f"{name}.txt: not an exact pin: {line!r}"
+            hashes = [o.removeprefix("--hash=sha256:") for o in options]
+            assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), line
+            found[package.lower().replace("_", "-")] = (version, hashes)
+    return found
+
+
+def test_the_locks_hold_everything_the_images_install_with_hashes() -> None:
+    """The Containerfile installs with --no-deps: a dependency missing from a lock would be
+    missing from the image (pip check then fails the build; this fails sooner)."""
+    project = _project()
+    serving, added = _lock("serving"), _lock("processing")
+    build_backend = {Requirement(r).name for r in _build_requires()}
+    assert _closure(project["dependencies"]) | build_backend <= set(serving)
+    assert _closure(project["optional-dependencies"]["processing"]) <= set(serving) | set(added)
+    assert not set(serving) & set(added), "each package in one lock"
+    assert not set(serving) & PROCESSING_STACK, "the serving image without the parser stack"
+    assert set(added) >= PROCESSING_STACK
+
+
+def _build_requires() -> list[str]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
 
 
 # --- the server's settings ------------------------------------------------------------------
