@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import require_module
+from gsi_posts import gsi_payload, post_gsi, sample_count, scrape
 from packaging.requirements import Requirement
 
 from server.cli import build_parser
@@ -472,17 +473,21 @@ def test_serving_dependencies_exclude_the_processing_stack() -> None:
 
 
 def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
-    """A lock file's packages: name -> (version, sha256 hashes)."""
-    text = (LOCKS / f"{name}.txt").read_text().replace("\\\n", " ")
+    """A lock file's packages: name -> (version, sha256 hashes). An entry is one requirement
+    (``name==version``, maybe `` ; marker``) and its ``--hash`` options, over several lines."""
+    text = "\n".join(
+        line
+        for line in (LOCKS / f"{name}.txt").read_text().splitlines()
+        if not line.startswith("#")
+    )
     found = {}
-    for line in text.splitlines():
-        if line.strip() and not line.startswith("#"):
-            requirement, *options = line.split()
-            package, _, version = requirement.partition("==")
-            assert version, f"{name}.txt: not an exact pin: {line!r}"
-            hashes = [o.removeprefix("--hash=sha256:") for o in options]
-            assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), line
-            found[package.lower().replace("_", "-")] = (version, hashes)
+    for entry in re.split(r"\n(?=\S)", text.strip()):
+        requirement = Requirement(" ".join(entry.split("--hash")[0].replace("\\", " ").split()))
+        [pin] = requirement.specifier
+        assert pin.operator == "==", f"{name}.txt: not an exact pin: {entry.splitlines()[0]}"
+        hashes = re.findall(r"--hash=sha256:(\S+)", entry)
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), entry
+        found[requirement.name.lower().replace("_", "-")] = (pin.version, hashes)
     return found
 
 
@@ -553,8 +558,8 @@ def test_selectors_pick_the_server_pods_only(env: Env) -> None:
     ]
     for labels in others:
         assert not service_selector.items() <= labels.items(), "only the server gets traffic"
-    monitor = env.one("ServiceMonitor")["spec"]["selector"]["matchLabels"]
-    assert monitor.items() <= env.one("Service")["metadata"]["labels"].items()
+    monitor = env.one("ServiceMonitor")["spec"]["selector"]
+    assert _selector_matches(monitor, env.one("Service")["metadata"]["labels"])
 
 
 def test_ports_agree_from_route_to_server(env: Env) -> None:
@@ -714,6 +719,84 @@ def test_replicas_and_storage_fit_together(env: Env) -> None:
         assert modes == ["ReadWriteOnce"]
         assert spec["strategy"]["type"] == "Recreate", "an RWO volume cannot attach twice"
         assert all(check() for check in on_one_node), "RWO: beside the server"
+
+
+# --- monitoring: what the ServiceMonitor scrapes and the dashboard shows -----------------------
+
+
+def _selector_matches(selector: Manifest, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, values = expression["key"], expression.get("values", [])
+        present = key in labels
+        matches = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expression["operator"]]
+        if not matches:
+            return False
+    return True
+
+
+def _scraped_services(env: Env) -> list[Manifest]:
+    """The Services the ServiceMonitor selects that have the port it scrapes."""
+    monitor = env.one("ServiceMonitor")["spec"]
+    ports = {endpoint["port"] for endpoint in monitor["endpoints"]}
+    return [
+        service
+        for service in env.kinds("Service")
+        if _selector_matches(monitor["selector"], service["metadata"]["labels"])
+        and ports & {port["name"] for port in service["spec"]["ports"]}
+    ]
+
+
+def _role_behind(env: Env, service: Manifest) -> str:
+    """The `--role` of the pods a Service sends to (the one Deployment it selects)."""
+    [deployment] = [
+        d for d in env.kinds("Deployment")
+        if _selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+    ]  # fmt: skip
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}["EEICT_ROLE"]
+
+
+def _dashboard_families() -> set[str]:
+    """The metric families the Grafana dashboard queries (sample names less their suffix)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    names = {n for expr in exprs for n in re.findall(r"\b((?:eeict|process)_[a-z_]+)\b", expr)}
+    return {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in names}
+
+
+DASHBOARD = OPENSHIFT / "monitoring" / "grafana-dashboard.json"
+MATCH, GSI_TOKEN = "m", "match-token"
+
+
+async def test_the_servicemonitor_scrapes_every_metric_the_dashboard_shows(
+    env: Env, start_app, write_tiny
+) -> None:
+    """Each scraped Service's pods run as an in-process server of their role; the dashboard's
+    families must be exposed by one of them, and the GSI posts counted by the pods the /gsi
+    Route sends them to, which must be scraped too."""
+    roles = {s["metadata"]["name"]: _role_behind(env, s) for s in _scraped_services(env)}
+    [route] = [r for r in env.kinds("Route") if r["spec"]["path"] == GSI_PATH]
+    posts_to = route["spec"]["to"]["name"]
+    assert posts_to in roles, f"{posts_to} takes the GSI posts but is not scraped"
+    write_tiny("tiny", count=200)
+    exposed: dict[str, dict] = {}
+    for service, role in roles.items():
+        app = await start_app(role=role, live=["tiny"], gsi=[f"{MATCH}={GSI_TOKEN}"])
+        if service == posts_to:
+            assert await post_gsi(app.http_port, MATCH, gsi_payload(0, GSI_TOKEN)) == 200
+        exposed[service] = await scrape(app.http_port)
+    for family in _dashboard_families():
+        assert any(family in families for families in exposed.values()), f"{family}: not scraped"
+    posts = exposed[posts_to]["eeict_ingest_posts"]
+    assert sample_count(posts) == 1, "the post is counted where the Route sends it"
 
 
 # --- scale-out: ingest, server replicas, Redis (docs/scale-out.md) -----------------------------
