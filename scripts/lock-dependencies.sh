@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Rewrites the images' dependency locks from pyproject.toml, resolved for the image's Python
-# (3.12 on UBI 9, glibc 2.34, x86_64) whatever Python runs this script:
+# Rewrites the images' dependency locks from pyproject.toml, resolved for every Python the
+# project supports (>= 3.11) whatever Python runs this script: the images run 3.12,
+# scripts/container-check.sh's Debian base 3.11. A dependency only some versions need carries
+# its marker (redis needs async-timeout below 3.11.3), which pip evaluates when it installs:
 #   requirements/serving.txt     the serving dependencies and the build backend (setuptools)
 #   requirements/processing.txt  what the `processing` extra adds on top of them
 # Every line is an exact version with the sha256 of each of its files on PyPI, so the
@@ -12,8 +14,7 @@
 # venv), then rebuild and check the images (scripts/container-check.sh) and commit both files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON_VERSION=3.12              # the interpreter of Containerfile's BUILDER_IMAGE/RUNTIME_IMAGE
-PLATFORM=x86_64-manylinux_2_34   # UBI 9's glibc
+PYTHON_FLOOR=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["requires-python"].removeprefix(">="))')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -39,9 +40,8 @@ PY
 compile_lock() { # compile_lock INPUT OUTPUT [uv options]: OUTPUT's pins are kept as preferences
     local input=$1 output=$2
     shift 2
-    "$uv" pip compile "$input" --output-file "$output" --python-version "$PYTHON_VERSION" \
-        --python-platform "$PLATFORM" --generate-hashes --no-header --no-annotate --quiet \
-        ${UPGRADE:+--upgrade} "$@"
+    "$uv" pip compile "$input" --output-file "$output" --universal --python-version "$PYTHON_FLOOR" \
+        --generate-hashes --no-header --no-annotate --quiet ${UPGRADE:+--upgrade} "$@"
 }
 
 # Everything first (so both files agree on every version), then the serving part of it.
@@ -78,8 +78,8 @@ for name, block in serving.items():
     assert everything[name].splitlines()[0] == block.splitlines()[0], f"{name}: versions differ"
 heading = (
     "# {what}.\n"
-    "# Exact versions, each with the sha256 of its files on PyPI, resolved for Python 3.12 on\n"
-    "# x86_64 Linux. The Containerfile installs them with\n"
+    "# Exact versions, each with the sha256 of its files on PyPI, for every Python >= 3.11 (a\n"
+    "# marker says where only some need a package). The Containerfile installs them with\n"
     "# `pip install --require-hashes --no-deps`. Written by scripts/lock-dependencies.sh from\n"
     "# pyproject.toml: do not edit by hand.\n"
 )
