@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from importlib import metadata
@@ -87,14 +88,33 @@ def _kustomize_command() -> list[str]:
     pytest.skip(message)
 
 
-def _copy_tree(tmp: Path, tokens: bool = True) -> Path:
-    """A copy of openshift/ with a token file in each overlay, as an operator creates it."""
+# Each overlay's secrets/ files (never committed), by the Secret they make, and a key in each.
+SECRET_FILES = {"auth.env": "token", "redis.env": "password", "gsi.env": "matches"}
+
+
+def _write_secrets(tree: Path, env: str, **values: str) -> None:
+    """An overlay's secrets/*.env as an operator writes them (``values``: by file stem)."""
+    folder = tree / "overlays" / env / "secrets"
+    folder.mkdir(exist_ok=True)
+    for file, key in SECRET_FILES.items():
+        stem = file.removesuffix(".env")
+        value = values.get(stem, f"{stem}-for-{env}" if stem != "gsi" else f"m={env}-token")
+        (folder / file).write_text(f"{key}={value}\n")
+
+
+def _operator_secrets(folder: str, names: list[str]) -> list[str]:
+    return [
+        n for n in names if n == "token" or (folder.endswith("/secrets") and n.endswith(".env"))
+    ]
+
+
+def _copy_tree(tmp: Path) -> Path:
+    """A copy of openshift/ with each overlay's secrets/ files, as an operator makes them."""
     tree = tmp / "openshift"
-    # Never an operator's real token files from this checkout.
-    shutil.copytree(OPENSHIFT, tree, ignore=shutil.ignore_patterns("token"))
-    if tokens:
-        for env in ENVIRONMENTS:
-            (tree / "overlays" / env / "token").write_text(f"token-for-{env}\n")
+    # Never an operator's real secrets from this checkout.
+    shutil.copytree(OPENSHIFT, tree, ignore=_operator_secrets)
+    for env in ENVIRONMENTS:
+        _write_secrets(tree, env)
     return tree
 
 
@@ -232,54 +252,74 @@ def test_deployment_uses_the_generated_config_and_secret(env: Env) -> None:
     assert not reference.get("optional", False)
     credentials = env.one("ServiceMonitor")["spec"]["endpoints"][0]["authorization"]
     assert credentials["credentials"] == {"name": secret["metadata"]["name"], "key": "token"}
+    # The live matches CS2 may post, from their generated Secret (none: every post 404s).
+    gsi = _generated(env, "Secret", "eeict-stream-gsi")
+    [matches] = [e for e in env.container("Deployment", INGEST)["env"] if e["name"] == "EEICT_GSI"]
+    assert matches["valueFrom"]["secretKeyRef"] == {
+        "name": gsi["metadata"]["name"],
+        "key": "matches",
+    }
 
 
-def test_an_overlay_without_its_token_does_not_render(tmp_path: Path) -> None:
-    tree = _copy_tree(tmp_path, tokens=False)
+@pytest.mark.parametrize("missing", list(SECRET_FILES))
+def test_an_overlay_without_its_secrets_does_not_render(tmp_path: Path, missing: str) -> None:
+    tree = _copy_tree(tmp_path)
     for env in ENVIRONMENTS:
+        (tree / "overlays" / env / "secrets" / missing).unlink()
         result = subprocess.run(
             [*_kustomize_command(), str(tree / "overlays" / env)],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert result.returncode != 0, f"{env} rendered without a token"
-        assert "token" in result.stderr
+        assert result.returncode != 0, f"{env} rendered without secrets/{missing}"
+        assert missing in result.stderr
 
 
-def _names_in_pod_template(manifests: list[Manifest]) -> tuple[str, str]:
-    """The generated ConfigMap's and Secret's names in the server's pod template (the ingest's
-    must be the same, so a change rolls out both)."""
-    found = set()
-    for name in (APP, INGEST):
-        [deployment] = [m for m in manifests if m["kind"] == "Deployment"
-                        and m["metadata"]["name"] == name]  # fmt: skip
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        [token] = [e for e in container["env"] if e["name"] == "EEICT_TOKEN"]
-        config = container["envFrom"][0]["configMapRef"]["name"]
-        found.add((config, token["valueFrom"]["secretKeyRef"]["name"]))
-    [names] = found
-    return names
+def _references(manifests: list[Manifest]) -> dict[str, set[str]]:
+    """Each Deployment's pod template -> the ConfigMaps and Secrets it names (hashed names)."""
+    found = {}
+    for deployment in (m for m in manifests if m["kind"] == "Deployment"):
+        names = set()
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for source in container.get("envFrom", []):
+                names.add(source["configMapRef"]["name"])
+            for variable in container.get("env", []):
+                for ref in ("secretKeyRef", "configMapKeyRef"):
+                    if ref in variable.get("valueFrom", {}):
+                        names.add(variable["valueFrom"][ref]["name"])
+        found[deployment["metadata"]["name"]] = names
+    return found
+
+
+def _rolled(before: dict[str, set[str]], after: dict[str, set[str]]) -> set[str]:
+    """The Deployments whose pod template changed: those that roll out."""
+    return {name for name in before if before[name] != after[name]}
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
-def test_changed_settings_or_token_change_the_pod_template(
+def test_changed_settings_or_secrets_roll_out_what_reads_them(
     tmp_path: Path, environment: str
 ) -> None:
-    """The hashed names are in the pod template, so a change there is a rollout."""
+    """The hashed names are in the pod templates, so a changed file is a rollout of exactly the
+    Deployments that read it; the same content again keeps the names."""
     tree = _copy_tree(tmp_path)
     kustomization = f"overlays/{environment}"
-    config, secret = _names_in_pod_template(_render(tree, kustomization))
-
-    (tree / kustomization / "token").write_text("a new token\n")
-    config_2, secret_2 = _names_in_pod_template(_render(tree, kustomization))
-    assert secret_2 != secret and config_2 == config
+    original = _references(_render(tree, kustomization))
+    changes = {
+        "auth": {APP, INGEST},
+        "redis": {APP, INGEST, REDIS},
+        "gsi": {INGEST},
+    }
+    for stem, readers in changes.items():
+        _write_secrets(tree, environment, **{stem: "changed"})
+        assert _rolled(original, _references(_render(tree, kustomization))) == readers, stem
+        _write_secrets(tree, environment)
+        assert _references(_render(tree, kustomization)) == original, "same content, same names"
 
     server_env = tree / "base" / "server.env"
     server_env.write_text(server_env.read_text().replace("EEICT_LOOP=1", "EEICT_LOOP=0"))
-    config_3, secret_3 = _names_in_pod_template(_render(tree, kustomization))
-    assert config_3 != config and secret_3 == secret_2
-
+    assert _rolled(original, _references(_render(tree, kustomization))) == {APP, INGEST}
     server_env.write_text(server_env.read_text().replace("EEICT_LOOP=0", "EEICT_LOOP=1"))
-    assert _names_in_pod_template(_render(tree, kustomization))[0] == config, "same content"
+    assert _references(_render(tree, kustomization)) == original
 
 
 # --- build and image ------------------------------------------------------------------------
@@ -307,6 +347,19 @@ def test_builds_push_the_tags_the_pods_run(env: Env) -> None:
     assert container["image"] == serving
     assert env.container("Pod")["image"] == serving
     assert env.container("Job")["image"] == processing
+
+
+def test_every_image_is_built_here_or_pinned_by_digest(env: Env) -> None:
+    """Ours come from the ImageStreams the builds push; anything else only by digest, so a
+    node pulls exactly what was tested whatever a registry's tag points at meanwhile."""
+    ours = {m["metadata"]["name"] for m in env.kinds("ImageStream")}
+    pods = [env.pod(m["kind"], m["metadata"]["name"]) for m in env.all()
+            if m["kind"] in ("Deployment", "Job", "Pod")]  # fmt: skip
+    images = [c["image"] for pod in pods for c in pod["containers"]]
+    others = [image for image in images if image.partition(":")[0] not in ours]
+    assert others, "Redis's image is not built here"
+    for image in others:
+        assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", image), image
 
 
 def test_builds_pick_the_image_flavour_and_one_git_ref(env: Env) -> None:
@@ -470,6 +523,68 @@ def test_serving_dependencies_exclude_the_processing_stack() -> None:
     assert not serving & PROCESSING_STACK, serving & PROCESSING_STACK
     processing = _closure(project["optional-dependencies"]["processing"])
     assert processing >= PROCESSING_STACK, "the processing extra brings the parser stack"
+
+
+# Run in a fresh interpreter where the processing stack cannot be imported, as in the serving
+# image: the command line, the app and its HTTP side must not need it.
+WITHOUT_PROCESSING_STACK = """
+import asyncio, importlib.abc, sys, tempfile, urllib.request
+from pathlib import Path
+
+BLOCKED = set(sys.argv[1:])
+
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInstalled())
+
+from server.cli import build_parser
+from processing.recording import write_recording
+from processing.source import SourceInfo
+from server.app import App
+from server.config import ServerConfig
+
+
+async def serve(folder: Path) -> None:
+    frames = [{"tick": t, "round_time": t / 64, "round_start": t == 0, "players": []}
+              for t in range(256)]
+    write_recording(folder / "tiny.eeict", SourceInfo("de_mirage", 64, "t.dem", "0" * 64, "t"),
+                    frames)
+    build_parser().parse_args(["serve"])
+    app = App(ServerConfig(host="127.0.0.1", port=0, http_port=0, recordings=folder,
+                           live=["tiny"]))
+    await app.start()
+    try:
+        for path in ("/healthz", "/readyz", "/recordings"):
+            url = f"http://127.0.0.1:{app.http_port}{path}"
+            answer = await asyncio.to_thread(urllib.request.urlopen, url, timeout=5)
+            print(path, answer.status)
+    finally:
+        await app.shutdown()
+
+
+with tempfile.TemporaryDirectory() as folder:
+    asyncio.run(serve(Path(folder)))
+print("imported:", sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED))
+"""
+# Module names of the processing stack (polars' compiled core is _polars_runtime_32).
+PROCESSING_MODULES = ["demoparser2", "pandas", "polars", "_polars_runtime_32", "pyarrow"]
+
+
+def test_the_server_runs_without_the_processing_stack() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PROCESSING_STACK, *PROCESSING_MODULES],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines == ["/healthz 200", "/readyz 200", "/recordings 200", "imported: []"], lines
 
 
 def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
@@ -850,10 +965,12 @@ def test_the_broker_url_and_redis_password_come_from_a_secret(
 ) -> None:
     values = _env_values(env, name)
     names = [e["name"] for e in env.container("Deployment", name)["env"]]
+    password = _generated(env, "Secret", REDIS)
     assert values["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": REDIS,
+        "name": password["metadata"]["name"],
         "key": "password",
     }
+    assert "password" in password["data"]
     assert names.index("REDIS_PASSWORD") < names.index("EEICT_BROKER"), "$(VAR) needs it first"
     broker = urlsplit(values["EEICT_BROKER"]["value"])
     assert broker.password == "$(REDIS_PASSWORD)" and broker.scheme == "redis"
