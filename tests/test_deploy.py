@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -813,6 +814,18 @@ def test_job_shares_the_demos_among_its_indexed_pods(env: Env) -> None:
         ["process", "a.dem", "--shard", last.replace("$SHARD_COUNT", shards)]
     )
     assert args.shard == f"{spec['completions'] - 1}/{shards}"
+
+
+def test_the_job_deadline_gives_every_wave_of_pods_an_hour(env: Env) -> None:
+    """activeDeadlineSeconds bounds the whole Job: with more shards than run at once, pods run
+    in waves, and each wave gets at least the hour the test cluster's single wave gets."""
+    spec = env.one("Job")["spec"]
+    waves = math.ceil(spec["completions"] / spec["parallelism"])
+    assert spec["activeDeadlineSeconds"] >= waves * 3600, (waves, spec["activeDeadlineSeconds"])
+    # The documented `oc wait` waits as long as the Job may run, in either environment.
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    deadline = "jsonpath='{.spec.activeDeadlineSeconds}')s\""
+    assert f'--timeout="$(oc get job eeict-process-demos -o {deadline}' in docs
 
 
 def test_replicas_and_storage_fit_together(env: Env) -> None:
