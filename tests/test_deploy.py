@@ -828,6 +828,54 @@ def test_the_job_deadline_gives_every_wave_of_pods_an_hour(env: Env) -> None:
     assert f'--timeout="$(oc get job eeict-process-demos -o {deadline}' in docs
 
 
+# What one WebSocket connection can hold at worst, from the server's own bounds (docs/deploy.md,
+# "Sizing"). Two figures are not in the code: a frame's size (a 10-player frame is ~3.3 KB of
+# msgpack, docs/performance.md; 4 KiB with margin) and the measured idle cost of a connection.
+FRAME_BYTES = 4 * 1024
+IDLE_CONNECTION_BYTES = 16 * 1024  # 16.2 KB measured with 18,500 idle connections
+# The server's memory at rest with its streams' caches: 52-59 MB measured, a live stream's burst
+# cache (up to 32 MiB) and the chunks of recordings in play (8 MiB each).
+BASELINE_BYTES = 128 * 1024 * 1024
+
+
+def _worst_case_connection_bytes() -> int:
+    from server import app, protocol, replay_session
+    from server.streams import fetch, live, playback
+
+    # Incoming: websockets queues MAX_QUEUE messages of at most HARD_MAX_MESSAGE, and parses one.
+    incoming = (app.MAX_QUEUE + 1) * protocol.HARD_MAX_MESSAGE
+    # Outgoing: a send waits while more than the write limit (awaited sends) or high water
+    # (live bursts) is queued, so the buffer holds that plus the last message: a fetch chunk.
+    outgoing = max(app.WRITE_LIMIT, live.FlowLimits().high_water) + fetch.CHUNK_BYTES
+    # A replay session's replies wait in its outbox while the socket is full: OUTBOX_LIMIT
+    # messages, each at most a playback message of 4 bursts of frames (Playback.poll).
+    outbox = replay_session.OUTBOX_LIMIT * 4 * playback.BURST * FRAME_BYTES
+    return incoming + outgoing + outbox + IDLE_CONNECTION_BYTES
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("512Mi", "2Gi") in bytes."""
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", quantity).groups()
+    return int(number) * 1024 ** {"Ki": 1, "Mi": 2, "Gi": 3}[unit]
+
+
+def test_the_connection_cap_fits_the_pod_memory(env: Env) -> None:
+    """EEICT_MAX_CONNECTIONS = (memory limit - baseline) / worst case per connection: a pod
+    whose every connection is at its worst still stays under its limit (no OOM kill that would
+    drop every viewer at once)."""
+    config = _generated(env, "ConfigMap", "eeict-stream-config")["data"]
+    worst = _worst_case_connection_bytes()
+    for name in (APP, INGEST):
+        container = env.container("Deployment", name)
+        plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        cap = int(plain.get("EEICT_MAX_CONNECTIONS", config["EEICT_MAX_CONNECTIONS"]))
+        fits = (_bytes(container["resources"]["limits"]["memory"]) - BASELINE_BYTES) // worst
+        if name == APP:
+            assert cap == fits, f"{env.name}: EEICT_MAX_CONNECTIONS={cap}, the formula gives {fits}"
+        else:
+            assert cap <= fits, f"{env.name} {name}: {cap} connections do not fit"
+
+
 def test_replicas_and_storage_fit_together(env: Env) -> None:
     spec = env.one("Deployment")["spec"]
     modes = env.one("PersistentVolumeClaim")["spec"]["accessModes"]
