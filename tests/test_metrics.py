@@ -267,7 +267,8 @@ async def test_a_live_subscriber_gets_delivery_delay_samples(start_app, write_ti
                             frames += len(message["frames"])
     finally:
         posting.cancel()
-        await asyncio.gather(posting, return_exceptions=True)
+        [ended] = await asyncio.gather(posting, return_exceptions=True)
+    assert isinstance(ended, asyncio.CancelledError), f"posting failed: {ended!r}"
     family = (await scrape(app.http_port))["eeict_delivery_delay_seconds"]
     count = sample_count(family, "eeict_delivery_delay_seconds_count")
     total = sample_count(family, "eeict_delivery_delay_seconds_sum")
