@@ -118,10 +118,6 @@ class Metrics:
         encode, content_type = choose_encoder(accept)
         return encode(self.registry), content_type
 
-    def render(self) -> str:
-        """``exposition()``'s body as text, for handlers that set the content type themselves."""
-        return self.exposition()[0].decode()
-
 
 def _labelled(
     family: CounterMetricFamily | GaugeMetricFamily, counts: dict[str, int]

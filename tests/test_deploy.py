@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from importlib import metadata
@@ -25,12 +27,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import require_module
+from gsi_posts import gsi_payload, post_gsi, sample_count, scrape
 from packaging.requirements import Requirement
 
 from server.cli import build_parser
 from server.config import DEFAULT_HTTP_PORT, DEFAULT_PORT, ServerConfig
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml", "install the test extra (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENSHIFT = ROOT / "openshift"
@@ -62,7 +66,8 @@ LIVENESS_PATH = "/healthz"
 SERVER_DRAIN_SECONDS = 10  # the server exits at most this long after SIGTERM
 # Kubernetes version whose schemas validate the standard kinds (OpenShift 4.17).
 KUBERNETES_VERSION = "1.30.0"
-PROCESSING_STACK = {"demoparser2", "pandas", "polars", "pyarrow"}
+# Distributions only `eeict process` needs (polars' compiled core is polars-runtime-32).
+PROCESSING_STACK = {"demoparser2", "pandas", "polars", "polars-runtime-32", "pyarrow"}
 # Kinds the Kubernetes JSON schemas do not cover; they get the hand-written checks below.
 CUSTOM_GROUPS = ("image.openshift.io/", "build.openshift.io/", "route.openshift.io/", "monitoring.")
 
@@ -84,14 +89,33 @@ def _kustomize_command() -> list[str]:
     pytest.skip(message)
 
 
-def _copy_tree(tmp: Path, tokens: bool = True) -> Path:
-    """A copy of openshift/ with a token file in each overlay, as an operator creates it."""
+# Each overlay's secrets/ files (never committed), by the Secret they make, and a key in each.
+SECRET_FILES = {"auth.env": "token", "redis.env": "password", "gsi.env": "matches"}
+
+
+def _write_secrets(tree: Path, env: str, **values: str) -> None:
+    """An overlay's secrets/*.env as an operator writes them (``values``: by file stem)."""
+    folder = tree / "overlays" / env / "secrets"
+    folder.mkdir(exist_ok=True)
+    for file, key in SECRET_FILES.items():
+        stem = file.removesuffix(".env")
+        value = values.get(stem, f"{stem}-for-{env}" if stem != "gsi" else f"m={env}-token")
+        (folder / file).write_text(f"{key}={value}\n")
+
+
+def _operator_secrets(folder: str, names: list[str]) -> list[str]:
+    return [
+        n for n in names if n == "token" or (folder.endswith("/secrets") and n.endswith(".env"))
+    ]
+
+
+def _copy_tree(tmp: Path) -> Path:
+    """A copy of openshift/ with each overlay's secrets/ files, as an operator makes them."""
     tree = tmp / "openshift"
-    # Never an operator's real token files from this checkout.
-    shutil.copytree(OPENSHIFT, tree, ignore=shutil.ignore_patterns("token"))
-    if tokens:
-        for env in ENVIRONMENTS:
-            (tree / "overlays" / env / "token").write_text(f"token-for-{env}\n")
+    # Never an operator's real secrets from this checkout.
+    shutil.copytree(OPENSHIFT, tree, ignore=_operator_secrets)
+    for env in ENVIRONMENTS:
+        _write_secrets(tree, env)
     return tree
 
 
@@ -174,7 +198,9 @@ def test_every_manifest_is_named_and_labelled(env: Env) -> None:
 
 
 def test_standard_kinds_match_the_kubernetes_schema(env: Env) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate = require_module(
+        "kubernetes_validate", "install the test extra (pip install -e '.[test]')"
+    )
     standard = [m for m in env.all() if not m["apiVersion"].startswith(CUSTOM_GROUPS)]
     assert {"Deployment", "Service", "Job", "Pod", "ConfigMap", "Secret"} <= {
         m["kind"] for m in standard
@@ -227,54 +253,74 @@ def test_deployment_uses_the_generated_config_and_secret(env: Env) -> None:
     assert not reference.get("optional", False)
     credentials = env.one("ServiceMonitor")["spec"]["endpoints"][0]["authorization"]
     assert credentials["credentials"] == {"name": secret["metadata"]["name"], "key": "token"}
+    # The live matches CS2 may post, from their generated Secret (none: every post 404s).
+    gsi = _generated(env, "Secret", "eeict-stream-gsi")
+    [matches] = [e for e in env.container("Deployment", INGEST)["env"] if e["name"] == "EEICT_GSI"]
+    assert matches["valueFrom"]["secretKeyRef"] == {
+        "name": gsi["metadata"]["name"],
+        "key": "matches",
+    }
 
 
-def test_an_overlay_without_its_token_does_not_render(tmp_path: Path) -> None:
-    tree = _copy_tree(tmp_path, tokens=False)
+@pytest.mark.parametrize("missing", list(SECRET_FILES))
+def test_an_overlay_without_its_secrets_does_not_render(tmp_path: Path, missing: str) -> None:
+    tree = _copy_tree(tmp_path)
     for env in ENVIRONMENTS:
+        (tree / "overlays" / env / "secrets" / missing).unlink()
         result = subprocess.run(
             [*_kustomize_command(), str(tree / "overlays" / env)],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert result.returncode != 0, f"{env} rendered without a token"
-        assert "token" in result.stderr
+        assert result.returncode != 0, f"{env} rendered without secrets/{missing}"
+        assert missing in result.stderr
 
 
-def _names_in_pod_template(manifests: list[Manifest]) -> tuple[str, str]:
-    """The generated ConfigMap's and Secret's names in the server's pod template (the ingest's
-    must be the same, so a change rolls out both)."""
-    found = set()
-    for name in (APP, INGEST):
-        [deployment] = [m for m in manifests if m["kind"] == "Deployment"
-                        and m["metadata"]["name"] == name]  # fmt: skip
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        [token] = [e for e in container["env"] if e["name"] == "EEICT_TOKEN"]
-        config = container["envFrom"][0]["configMapRef"]["name"]
-        found.add((config, token["valueFrom"]["secretKeyRef"]["name"]))
-    [names] = found
-    return names
+def _references(manifests: list[Manifest]) -> dict[str, set[str]]:
+    """Each Deployment's pod template -> the ConfigMaps and Secrets it names (hashed names)."""
+    found = {}
+    for deployment in (m for m in manifests if m["kind"] == "Deployment"):
+        names = set()
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for source in container.get("envFrom", []):
+                names.add(source["configMapRef"]["name"])
+            for variable in container.get("env", []):
+                for ref in ("secretKeyRef", "configMapKeyRef"):
+                    if ref in variable.get("valueFrom", {}):
+                        names.add(variable["valueFrom"][ref]["name"])
+        found[deployment["metadata"]["name"]] = names
+    return found
+
+
+def _rolled(before: dict[str, set[str]], after: dict[str, set[str]]) -> set[str]:
+    """The Deployments whose pod template changed: those that roll out."""
+    return {name for name in before if before[name] != after[name]}
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
-def test_changed_settings_or_token_change_the_pod_template(
+def test_changed_settings_or_secrets_roll_out_what_reads_them(
     tmp_path: Path, environment: str
 ) -> None:
-    """The hashed names are in the pod template, so a change there is a rollout."""
+    """The hashed names are in the pod templates, so a changed file is a rollout of exactly the
+    Deployments that read it; the same content again keeps the names."""
     tree = _copy_tree(tmp_path)
     kustomization = f"overlays/{environment}"
-    config, secret = _names_in_pod_template(_render(tree, kustomization))
-
-    (tree / kustomization / "token").write_text("a new token\n")
-    config_2, secret_2 = _names_in_pod_template(_render(tree, kustomization))
-    assert secret_2 != secret and config_2 == config
+    original = _references(_render(tree, kustomization))
+    changes = {
+        "auth": {APP, INGEST},
+        "redis": {APP, INGEST, REDIS},
+        "gsi": {INGEST},
+    }
+    for stem, readers in changes.items():
+        _write_secrets(tree, environment, **{stem: "changed"})
+        assert _rolled(original, _references(_render(tree, kustomization))) == readers, stem
+        _write_secrets(tree, environment)
+        assert _references(_render(tree, kustomization)) == original, "same content, same names"
 
     server_env = tree / "base" / "server.env"
     server_env.write_text(server_env.read_text().replace("EEICT_LOOP=1", "EEICT_LOOP=0"))
-    config_3, secret_3 = _names_in_pod_template(_render(tree, kustomization))
-    assert config_3 != config and secret_3 == secret_2
-
+    assert _rolled(original, _references(_render(tree, kustomization))) == {APP, INGEST}
     server_env.write_text(server_env.read_text().replace("EEICT_LOOP=0", "EEICT_LOOP=1"))
-    assert _names_in_pod_template(_render(tree, kustomization))[0] == config, "same content"
+    assert _references(_render(tree, kustomization)) == original
 
 
 # --- build and image ------------------------------------------------------------------------
@@ -302,6 +348,19 @@ def test_builds_push_the_tags_the_pods_run(env: Env) -> None:
     assert container["image"] == serving
     assert env.container("Pod")["image"] == serving
     assert env.container("Job")["image"] == processing
+
+
+def test_every_image_is_built_here_or_pinned_by_digest(env: Env) -> None:
+    """Ours come from the ImageStreams the builds push; anything else only by digest, so a
+    node pulls exactly what was tested whatever a registry's tag points at meanwhile."""
+    ours = {m["metadata"]["name"] for m in env.kinds("ImageStream")}
+    pods = [env.pod(m["kind"], m["metadata"]["name"]) for m in env.all()
+            if m["kind"] in ("Deployment", "Job", "Pod")]  # fmt: skip
+    images = [c["image"] for pod in pods for c in pod["containers"]]
+    others = [image for image in images if image.partition(":")[0] not in ours]
+    assert others, "Redis's image is not built here"
+    for image in others:
+        assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", image), image
 
 
 def test_builds_pick_the_image_flavour_and_one_git_ref(env: Env) -> None:
@@ -367,12 +426,22 @@ def _stages() -> dict[str, str]:
     return stages
 
 
-def test_containerfile_base_is_pinned_by_digest() -> None:
-    args = dict(a.split("=", 1) for op, a in _containerfile() if op == "ARG" and "=" in a)
-    assert re.fullmatch(
-        r"registry\.access\.redhat\.com/ubi9/python-3\d+@sha256:[0-9a-f]{64}", args["BASE_IMAGE"]
+def _containerfile_args() -> dict[str, str]:
+    return dict(a.split("=", 1) for op, a in _containerfile() if op == "ARG" and "=" in a)
+
+
+def test_containerfile_bases_are_pinned_by_digest() -> None:
+    args = _containerfile_args()
+    builder = re.fullmatch(
+        r"registry\.access\.redhat\.com/ubi9/python-3(\d+)@sha256:[0-9a-f]{64}",
+        args["BUILDER_IMAGE"],
     )
-    assert args["BUILDER_IMAGE"] == "${BASE_IMAGE}", "the same base unless told otherwise"
+    assert builder, args["BUILDER_IMAGE"]
+    runtime = r"registry\.access\.redhat\.com/ubi9/ubi-minimal@sha256:[0-9a-f]{64}"
+    assert re.fullmatch(runtime, args["RUNTIME_IMAGE"]), args["RUNTIME_IMAGE"]
+    # The venv built on the builder links to /usr/bin/python3.N: the runtime installs that one.
+    [install] = [a for op, a in _final_stage() if op == "RUN" and "microdnf install" in a]
+    assert f" python3.{builder[1]} " in install
 
 
 def test_containerfile_builds_either_flavour_from_one_file() -> None:
@@ -380,20 +449,27 @@ def test_containerfile_builds_either_flavour_from_one_file() -> None:
     assert stages["serving-venv"] == "${BUILDER_IMAGE}"
     assert stages["processing-venv"] == "serving-venv", "processing = serving + the extra"
     assert stages["venv"] == "${FLAVOR}-venv"
-    assert stages["runtime"] == "${BASE_IMAGE}", "the runtime holds nothing from the build"
+    assert stages["runtime"] == "${RUNTIME_IMAGE}", "the runtime holds nothing from the build"
     flavors = {a.split("=", 1)[1] for op, a in _containerfile() if a.startswith("FLAVOR=")}
     assert flavors == {"serving"}, "the default image is the server"
 
 
-def test_every_install_is_pinned_and_leaves_no_cache() -> None:
+LOCKS = ROOT / "requirements"
+
+
+def test_every_install_is_locked_hash_checked_and_leaves_no_cache() -> None:
     installs = [args for op, args in _containerfile() if op == "RUN" and "pip install" in args]
     assert len(installs) == 2
-    for install in installs:
-        assert "--no-cache-dir" in install
-        assert "--constraint /src/constraints.txt" in install
-    copies = " ".join(args for op, args in _containerfile() if op == "COPY")
-    assert "constraints.txt" in copies
-    assert "[processing]" in installs[1] and "[processing]" not in installs[0]
+    serving, processing = installs
+    for install, lock in ((serving, "serving"), (processing, "processing")):
+        for command in re.findall(r"pip install[^&]*", install):
+            assert "--no-cache-dir" in command and "--no-deps" in command, command
+        assert f"--require-hashes --no-deps -r /src/requirements/{lock}.txt" in install
+        assert install.endswith("pip check"), "the locked set is complete"
+    # The project itself, built with the locked setuptools, never an isolated download.
+    assert "--no-deps --no-build-isolation /src" in serving
+    copies = [args for op, args in _containerfile() if op == "COPY"]
+    assert "requirements/ /src/requirements/" in copies
 
 
 def test_containerfile_runtime_stage_runs_as_openshift_does() -> None:
@@ -414,7 +490,7 @@ def test_containerfile_runtime_stage_runs_as_openshift_does() -> None:
 def test_containerignore_keeps_local_state_out_of_the_build() -> None:
     ignored = set((ROOT / ".containerignore").read_text().split())
     assert {".git", ".venv", "tests", "recordings", "artifacts", "node_modules"} <= ignored
-    assert "constraints.txt" not in ignored
+    assert not {"requirements", "requirements/"} & ignored
 
 
 # --- dependencies: the serving image without the processing stack ----------------------------
@@ -450,18 +526,102 @@ def test_serving_dependencies_exclude_the_processing_stack() -> None:
     assert processing >= PROCESSING_STACK, "the processing extra brings the parser stack"
 
 
-def test_constraints_pin_everything_the_images_install() -> None:
-    project = _project()
-    wanted = _closure(project["dependencies"]) | _closure(
-        project["optional-dependencies"]["processing"]
+# Run in a fresh interpreter where the processing stack cannot be imported, as in the serving
+# image: the command line, the app and its HTTP side must not need it.
+WITHOUT_PROCESSING_STACK = """
+import asyncio, importlib.abc, sys, tempfile, urllib.request
+from pathlib import Path
+
+BLOCKED = set(sys.argv[1:])
+
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInstalled())
+
+from server.cli import build_parser
+from processing.recording import write_recording
+from processing.source import SourceInfo
+from server.app import App
+from server.config import ServerConfig
+
+
+async def serve(folder: Path) -> None:
+    frames = [{"tick": t, "round_time": t / 64, "round_start": t == 0, "players": []}
+              for t in range(256)]
+    write_recording(folder / "tiny.eeict", SourceInfo("de_mirage", 64, "t.dem", "0" * 64, "t"),
+                    frames)
+    build_parser().parse_args(["serve"])
+    app = App(ServerConfig(host="127.0.0.1", port=0, http_port=0, recordings=folder,
+                           live=["tiny"]))
+    await app.start()
+    try:
+        for path in ("/healthz", "/readyz", "/recordings"):
+            url = f"http://127.0.0.1:{app.http_port}{path}"
+            answer = await asyncio.to_thread(urllib.request.urlopen, url, timeout=5)
+            print(path, answer.status)
+    finally:
+        await app.shutdown()
+
+
+with tempfile.TemporaryDirectory() as folder:
+    asyncio.run(serve(Path(folder)))
+print("imported:", sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED))
+"""
+# Module names of the processing stack (polars' compiled core is _polars_runtime_32).
+PROCESSING_MODULES = ["demoparser2", "pandas", "polars", "_polars_runtime_32", "pyarrow"]
+
+
+def test_the_server_runs_without_the_processing_stack() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PROCESSING_STACK, *PROCESSING_MODULES],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines == ["/healthz 200", "/readyz 200", "/recordings 200", "imported: []"], lines
+
+
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """A lock file's packages: name -> (version, sha256 hashes). An entry is one requirement
+    (``name==version``, maybe `` ; marker``) and its ``--hash`` options, over several lines."""
+    text = "\n".join(
+        line
+        for line in (LOCKS / f"{name}.txt").read_text().splitlines()
+        if not line.startswith("#")
     )
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, f"not an exact pin: {line!r}"
-            pins[name.lower().replace("_", "-")] = version
-    assert wanted <= set(pins), f"not pinned: {wanted - set(pins)}"
+    found = {}
+    for entry in re.split(r"\n(?=\S)", text.strip()):
+        requirement = Requirement(" ".join(entry.split("--hash")[0].replace("\\", " ").split()))
+        [pin] = requirement.specifier
+        assert pin.operator == "==", f"{name}.txt: not an exact pin: {entry.splitlines()[0]}"
+        hashes = re.findall(r"--hash=sha256:(\S+)", entry)
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), entry
+        found[requirement.name.lower().replace("_", "-")] = (pin.version, hashes)
+    return found
+
+
+def test_the_locks_hold_everything_the_images_install_with_hashes() -> None:
+    """The Containerfile installs with --no-deps: a dependency missing from a lock would be
+    missing from the image (pip check then fails the build; this fails sooner)."""
+    project = _project()
+    serving, added = _lock("serving"), _lock("processing")
+    build_backend = {Requirement(r).name for r in _build_requires()}
+    assert _closure(project["dependencies"]) | build_backend <= set(serving)
+    assert _closure(project["optional-dependencies"]["processing"]) <= set(serving) | set(added)
+    assert not set(serving) & set(added), "each package in one lock"
+    assert not set(serving) & PROCESSING_STACK, "the serving image without the parser stack"
+    assert set(added) >= PROCESSING_STACK
+
+
+def _build_requires() -> list[str]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
 
 
 # --- the server's settings ------------------------------------------------------------------
@@ -514,8 +674,8 @@ def test_selectors_pick_the_server_pods_only(env: Env) -> None:
     ]
     for labels in others:
         assert not service_selector.items() <= labels.items(), "only the server gets traffic"
-    monitor = env.one("ServiceMonitor")["spec"]["selector"]["matchLabels"]
-    assert monitor.items() <= env.one("Service")["metadata"]["labels"].items()
+    monitor = env.one("ServiceMonitor")["spec"]["selector"]
+    assert _selector_matches(monitor, env.one("Service")["metadata"]["labels"])
 
 
 def test_ports_agree_from_route_to_server(env: Env) -> None:
@@ -656,6 +816,66 @@ def test_job_shares_the_demos_among_its_indexed_pods(env: Env) -> None:
     assert args.shard == f"{spec['completions'] - 1}/{shards}"
 
 
+def test_the_job_deadline_gives_every_wave_of_pods_an_hour(env: Env) -> None:
+    """activeDeadlineSeconds bounds the whole Job: with more shards than run at once, pods run
+    in waves, and each wave gets at least the hour the test cluster's single wave gets."""
+    spec = env.one("Job")["spec"]
+    waves = math.ceil(spec["completions"] / spec["parallelism"])
+    assert spec["activeDeadlineSeconds"] >= waves * 3600, (waves, spec["activeDeadlineSeconds"])
+    # The documented `oc wait` waits as long as the Job may run, in either environment.
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    deadline = "jsonpath='{.spec.activeDeadlineSeconds}')s\""
+    assert f'--timeout="$(oc get job eeict-process-demos -o {deadline}' in docs
+
+
+# What one WebSocket connection can hold at worst, from the server's own bounds (docs/deploy.md,
+# "Sizing"). Two figures are not in the code: a frame's size (a 10-player frame is ~3.3 KB of
+# msgpack, docs/performance.md; 4 KiB with margin) and the measured idle cost of a connection.
+FRAME_BYTES = 4 * 1024
+IDLE_CONNECTION_BYTES = 16 * 1024  # 16.2 KB measured with 18,500 idle connections
+# The server's memory at rest with its streams' caches: 52-59 MB measured, a live stream's burst
+# cache (up to 32 MiB) and the chunks of recordings in play (8 MiB each).
+BASELINE_BYTES = 128 * 1024 * 1024
+
+
+def _worst_case_connection_bytes() -> int:
+    from server import app, protocol, replay_session
+    from server.streams import fetch, live, playback
+
+    # Incoming: websockets queues MAX_QUEUE messages of at most HARD_MAX_MESSAGE, and parses one.
+    incoming = (app.MAX_QUEUE + 1) * protocol.HARD_MAX_MESSAGE
+    # Outgoing: a send waits while more than the write limit (awaited sends) or high water
+    # (live bursts) is queued, so the buffer holds that plus the last message: a fetch chunk.
+    outgoing = max(app.WRITE_LIMIT, live.FlowLimits().high_water) + fetch.CHUNK_BYTES
+    # A replay session's replies wait in its outbox while the socket is full: OUTBOX_LIMIT
+    # messages, each at most a playback message of 4 bursts of frames (Playback.poll).
+    outbox = replay_session.OUTBOX_LIMIT * 4 * playback.BURST * FRAME_BYTES
+    return incoming + outgoing + outbox + IDLE_CONNECTION_BYTES
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("512Mi", "2Gi") in bytes."""
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", quantity).groups()
+    return int(number) * 1024 ** {"Ki": 1, "Mi": 2, "Gi": 3}[unit]
+
+
+def test_the_connection_cap_fits_the_pod_memory(env: Env) -> None:
+    """EEICT_MAX_CONNECTIONS = (memory limit - baseline) / worst case per connection: a pod
+    whose every connection is at its worst still stays under its limit (no OOM kill that would
+    drop every viewer at once)."""
+    config = _generated(env, "ConfigMap", "eeict-stream-config")["data"]
+    worst = _worst_case_connection_bytes()
+    for name in (APP, INGEST):
+        container = env.container("Deployment", name)
+        plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        cap = int(plain.get("EEICT_MAX_CONNECTIONS", config["EEICT_MAX_CONNECTIONS"]))
+        fits = (_bytes(container["resources"]["limits"]["memory"]) - BASELINE_BYTES) // worst
+        if name == APP:
+            assert cap == fits, f"{env.name}: EEICT_MAX_CONNECTIONS={cap}, the formula gives {fits}"
+        else:
+            assert cap <= fits, f"{env.name} {name}: {cap} connections do not fit"
+
+
 def test_replicas_and_storage_fit_together(env: Env) -> None:
     spec = env.one("Deployment")["spec"]
     modes = env.one("PersistentVolumeClaim")["spec"]["accessModes"]
@@ -675,6 +895,84 @@ def test_replicas_and_storage_fit_together(env: Env) -> None:
         assert modes == ["ReadWriteOnce"]
         assert spec["strategy"]["type"] == "Recreate", "an RWO volume cannot attach twice"
         assert all(check() for check in on_one_node), "RWO: beside the server"
+
+
+# --- monitoring: what the ServiceMonitor scrapes and the dashboard shows -----------------------
+
+
+def _selector_matches(selector: Manifest, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, values = expression["key"], expression.get("values", [])
+        present = key in labels
+        matches = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expression["operator"]]
+        if not matches:
+            return False
+    return True
+
+
+def _scraped_services(env: Env) -> list[Manifest]:
+    """The Services the ServiceMonitor selects that have the port it scrapes."""
+    monitor = env.one("ServiceMonitor")["spec"]
+    ports = {endpoint["port"] for endpoint in monitor["endpoints"]}
+    return [
+        service
+        for service in env.kinds("Service")
+        if _selector_matches(monitor["selector"], service["metadata"]["labels"])
+        and ports & {port["name"] for port in service["spec"]["ports"]}
+    ]
+
+
+def _role_behind(env: Env, service: Manifest) -> str:
+    """The `--role` of the pods a Service sends to (the one Deployment it selects)."""
+    [deployment] = [
+        d for d in env.kinds("Deployment")
+        if _selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+    ]  # fmt: skip
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}["EEICT_ROLE"]
+
+
+def _dashboard_families() -> set[str]:
+    """The metric families the Grafana dashboard queries (sample names less their suffix)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    names = {n for expr in exprs for n in re.findall(r"\b((?:eeict|process)_[a-z_]+)\b", expr)}
+    return {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in names}
+
+
+DASHBOARD = OPENSHIFT / "monitoring" / "grafana-dashboard.json"
+MATCH, GSI_TOKEN = "m", "match-token"
+
+
+async def test_the_servicemonitor_scrapes_every_metric_the_dashboard_shows(
+    env: Env, start_app, write_tiny
+) -> None:
+    """Each scraped Service's pods run as an in-process server of their role; the dashboard's
+    families must be exposed by one of them, and the GSI posts counted by the pods the /gsi
+    Route sends them to, which must be scraped too."""
+    roles = {s["metadata"]["name"]: _role_behind(env, s) for s in _scraped_services(env)}
+    [route] = [r for r in env.kinds("Route") if r["spec"]["path"] == GSI_PATH]
+    posts_to = route["spec"]["to"]["name"]
+    assert posts_to in roles, f"{posts_to} takes the GSI posts but is not scraped"
+    write_tiny("tiny", count=200)
+    exposed: dict[str, dict] = {}
+    for service, role in roles.items():
+        app = await start_app(role=role, live=["tiny"], gsi=[f"{MATCH}={GSI_TOKEN}"])
+        if service == posts_to:
+            assert await post_gsi(app.http_port, MATCH, gsi_payload(0, GSI_TOKEN)) == 200
+        exposed[service] = await scrape(app.http_port)
+    for family in _dashboard_families():
+        assert any(family in families for families in exposed.values()), f"{family}: not scraped"
+    posts = exposed[posts_to]["eeict_ingest_posts"]
+    assert sample_count(posts) == 1, "the post is counted where the Route sends it"
 
 
 # --- scale-out: ingest, server replicas, Redis (docs/scale-out.md) -----------------------------
@@ -728,10 +1026,12 @@ def test_the_broker_url_and_redis_password_come_from_a_secret(
 ) -> None:
     values = _env_values(env, name)
     names = [e["name"] for e in env.container("Deployment", name)["env"]]
+    password = _generated(env, "Secret", REDIS)
     assert values["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": REDIS,
+        "name": password["metadata"]["name"],
         "key": "password",
     }
+    assert "password" in password["data"]
     assert names.index("REDIS_PASSWORD") < names.index("EEICT_BROKER"), "$(VAR) needs it first"
     broker = urlsplit(values["EEICT_BROKER"]["value"])
     assert broker.password == "$(REDIS_PASSWORD)" and broker.scheme == "redis"

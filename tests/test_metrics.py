@@ -7,15 +7,20 @@ counted, and label values from untrusted names must come back unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from pathlib import Path
 
+import msgpack
+from conftest import require_module
+from gsi_posts import keep_posting, sample_count, scrape
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from server.metrics import DELIVERY_BUCKETS, LAG_BUCKETS, Metrics
 
@@ -26,6 +31,7 @@ SUFFIXES = {
     "histogram": ("_bucket", "_sum", "_count", "_created"),
     "info": ("_info",),
 }
+TOKEN = "match-token"
 HOSTILE = 'a"b\\c\nd}{="'
 
 
@@ -205,3 +211,66 @@ def test_dashboard_has_the_panels_an_operator_watches() -> None:
         "eeict_ingest_errors_total",
     ):
         assert needed in exprs, needed
+
+
+SERVICEMONITOR = DASHBOARD.parents[1] / "base" / "servicemonitor.yaml"
+_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _seconds(duration: str) -> int:
+    """A Prometheus duration such as "30s", "2m" or "1h" in seconds."""
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    assert match, f"not a duration this dashboard uses: {duration!r}"
+    return int(match[1]) * _SECONDS[match[2]]
+
+
+def test_dashboard_rate_windows_hold_at_least_four_scrapes() -> None:
+    """A window shorter than a few scrape intervals holds one sample or none after a missed
+    scrape, and rate() draws gaps; Grafana's own rule of thumb is 4 intervals."""
+    yaml = require_module("yaml", "install the test extra (pip install -e '.[test]')")
+    [interval] = {_seconds(e["interval"]) for e in yaml.safe_load(SERVICEMONITOR.read_text())
+                  ["spec"]["endpoints"]}  # fmt: skip
+    windows = 0
+    for title, expr in _dashboard_queries():
+        calls = re.findall(r"\b(?:rate|irate|increase)\(([^()]*)\)", expr)
+        for argument in calls:
+            window = re.fullmatch(r".*\[([^\]]+)\]", argument)
+            assert window, f"{title}: a range function without a window: {expr}"
+            assert _seconds(window[1]) >= 4 * interval, f"{title}: [{window[1]}] < 4 x {interval}s"
+            windows += 1
+    assert windows >= 8, "the counter panels use rate()"
+
+
+# --- end to end: a live match's frames are timed from post to send ------------------------------
+
+
+async def test_a_live_subscriber_gets_delivery_delay_samples(start_app, write_tiny) -> None:
+    """Posts into an in-process server, a subscriber of the match, and the delay of the frames
+    it was sent as /metrics reports it: at least the framer's delay, at most a few seconds."""
+    write_tiny("tiny", count=200)
+    delay = 0.2
+    app = await start_app(live=["tiny"], gsi=[f"m={TOKEN}"], gsi_delay=delay)
+    posting = asyncio.create_task(keep_posting(app.http_port, "m", TOKEN))
+    frames = 0
+    try:
+        async with asyncio.timeout(30):
+            while frames == 0:  # the stream appears with the first frame made
+                async with connect(f"ws://127.0.0.1:{app.port}/live/m") as ws:
+                    hello = msgpack.unpackb(await ws.recv())
+                    if hello["type"] != "hello":
+                        await asyncio.sleep(0.05)
+                        continue
+                    await ws.send(msgpack.packb({"type": "subscribe", "buffer": 16}))
+                    while frames < 64:
+                        message = msgpack.unpackb(await ws.recv())
+                        if message["type"] == "ticks":
+                            frames += len(message["frames"])
+    finally:
+        posting.cancel()
+        [ended] = await asyncio.gather(posting, return_exceptions=True)
+    assert isinstance(ended, asyncio.CancelledError), f"posting failed: {ended!r}"
+    family = (await scrape(app.http_port))["eeict_delivery_delay_seconds"]
+    count = sample_count(family, "eeict_delivery_delay_seconds_count")
+    total = sample_count(family, "eeict_delivery_delay_seconds_sum")
+    assert count >= frames / 16, f"{count} delays for {frames} frames sent in bursts"
+    assert delay <= total / count < 5.0, f"mean delay {total / count:.3f} s"

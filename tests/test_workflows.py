@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_module, require_shared
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml", "install the test extra (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -83,20 +84,79 @@ def test_every_push_and_pull_request_runs_the_readme_test_command() -> None:
     assert "bash .ci/run" in runs
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+    # GitHub's CI=true stays, so a missing tool fails; only the shared inputs may be missing.
+    [step] = [s for s in test["steps"] if s.get("run") == "bash .ci/run"]
+    environment = {**workflow.get("env", {}), **test.get("env", {}), **step.get("env", {})}
+    assert environment.get("CI", "true") == "true"
+    assert environment["EEICT_SHARED_OPTIONAL"] == "1"
+
+
+@pytest.mark.parametrize(("shared_optional", "outcome"), [(None, "fail"), ("1", "skip")])
+def test_under_ci_missing_shared_inputs_fail_unless_declared_optional(
+    monkeypatch: pytest.MonkeyPatch, shared_optional: str | None, outcome: str
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    if shared_optional is None:
+        monkeypatch.delenv("EEICT_SHARED_OPTIONAL", raising=False)
+    else:
+        monkeypatch.setenv("EEICT_SHARED_OPTIONAL", shared_optional)
+    expected = {"fail": pytest.fail.Exception, "skip": pytest.skip.Exception}[outcome]
+    with pytest.raises(expected, match="is missing"):
+        require_shared("no-such-input-folder")
 
 
 def test_images_and_mirror_run_after_the_tests_on_the_delivery_branches() -> None:
     jobs = _workflow()["jobs"]
     for name in ("images", "mirror"):
         job = jobs[name]
-        assert job["needs"] == "test", f"{name}: only commits that pass the tests"
+        assert "test" in job["needs"], f"{name}: only commits that pass the tests"
         for branch in DELIVERY_BRANCHES:
             assert f"github.ref_name == '{branch}'" in job["if"]
         assert "github.event_name == 'push'" in job["if"]
+    assert jobs["images"]["needs"] == "test"
+    assert set(jobs["mirror"]["needs"]) == {"test", "images"}, "GitLab builds what CI built"
     assert set(jobs["images"]["strategy"]["matrix"]["flavor"]) == {"serving", "processing"}
     smoke = _step("images", "Smoke")["run"]
     assert smoke.startswith("scripts/ci-smoke-image.sh ")
     assert (ROOT / "scripts" / "ci-smoke-image.sh").stat().st_mode & 0o111
+
+
+SMOKE = ROOT / "scripts" / "ci-smoke-image.sh"
+
+
+def _smoke_with_image_of(tmp_path: Path, size: int) -> subprocess.CompletedProcess[str]:
+    """The smoke script on a serving image of ``size`` bytes. No Docker daemon runs here: a
+    stand-in `docker` reports the size, and records and fails every other command."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1 $2" = "image inspect" ]; then echo {size}; exit 0; fi\n'
+        f'echo "$*" >>"{tmp_path}/calls"; exit 1\n'
+    )
+    docker.chmod(0o755)
+    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(SMOKE), "serving", "eeict-stream-serving:ci"],
+        capture_output=True, text=True, timeout=60, check=False, env=environment,
+    )  # fmt: skip
+
+
+def test_the_smoke_test_fails_a_serving_image_over_250_mb(tmp_path: Path) -> None:
+    result = _smoke_with_image_of(tmp_path, 251_000_000)
+    assert result.returncode != 0
+    assert "251 MB, over 250 MB" in result.stderr
+    assert not (tmp_path / "calls").exists(), "nothing else runs once the size is over"
+
+
+def test_the_smoke_test_goes_on_with_a_serving_image_under_250_mb(tmp_path: Path) -> None:
+    result = _smoke_with_image_of(tmp_path, 249_000_000)
+    assert "serving image: 249 MB (limit 250 MB)" in result.stdout
+    assert "over" not in result.stderr
+    # The next check ran (and failed, there being no image to run).
+    assert "run" in (tmp_path / "calls").read_text()
+    assert result.returncode != 0
 
 
 def _mirror_script() -> tuple[str, dict[str, str]]:
