@@ -551,13 +551,16 @@ def test_keyboard_and_timeline_seeks_land_on_the_right_tick(coach, page):
 
 
 def _feed(events: list[dict], tick: int) -> list[str]:
-    """The kill feed the page should show at ``tick``: this round's kills up to it."""
-    start = max(e["tick"] for e in events if e["type"] == "round_start" and e["tick"] <= tick)
-    return [
-        f"{e['killer']} [{e['weapon']}{' HS' if e['is_hs'] else ''}] {e['victim']}"
-        for e in events
-        if e["type"] == "kill" and start <= e["tick"] <= tick
-    ]
+    """The kill feed the page should show at ``tick``: this round's kills up to it, as
+    "killer [weapon HS] victim" (no brackets when there is neither)."""
+    starts = [e["tick"] for e in events if e["type"] == "round_start" and e["tick"] <= tick]
+    start = max(starts, default=-1)
+    lines = []
+    for e in events:
+        if e["type"] == "kill" and start <= e["tick"] <= tick:
+            tags = " ".join(filter(None, [e["weapon"], "HS" if e["is_hs"] else ""]))
+            lines.append(f"{e['killer'] or 'world'} {f'[{tags}]' if tags else '→'} {e['victim']}")
+    return lines
 
 
 def test_kill_feed_after_a_seek_equals_the_events_before_it(coach, page):
@@ -1070,3 +1073,48 @@ def test_live_gsi_match_dvr_goes_back_and_returns_to_the_live_edge(gsi, page):
     )
     page.keyboard.press("l")  # back to the live edge
     page.wait_for_function("window.radar.session.liveEdge === true")
+
+
+def _server_events(http_url: str) -> list[dict]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{http_url}/recordings/{GSI_MATCH}/events", timeout=10) as r:
+        return json.loads(r.read())["events"]
+
+
+def test_live_gsi_match_dvr_shows_the_events_so_far(gsi, page):
+    """The DVR of a match still being played: markers for its kills so far on the timeline
+    and a kill feed after a seek, from the live match's events index, which the page fetches
+    again as the match goes on. Needs the server to build that index while the match is
+    played (GET /recordings/<match>/events: the events so far, as for a recording)."""
+    http_url, _ = gsi
+    page.goto(http_url + "/")
+    _wait_listed(page, "replay")
+    page.click(f"#streams button[data-kind=replay][data-id='{GSI_MATCH}']")
+    page.wait_for_function("window.radar.connected && window.radar.session.live")
+    # The capture's first kills come about 17 s into the match.
+    deadline = time.monotonic() + 90
+    while len(kills := [e for e in _server_events(http_url) if e["type"] == "kill"]) < 2:
+        assert time.monotonic() < deadline, "the live match's events index has no two kills"
+        page.wait_for_timeout(500)
+    kills = kills[:2]
+    # The page is paused at the first frame: these kills come from the index, not frames.
+    page.wait_for_function(
+        f"window.radar.markers.filter((m) => m.type === 'kill').length >= 2"
+        f" && window.radar.timeline.last > {kills[1]['tick']}",
+        timeout=30_000,
+    )
+    _rafs(page)
+    _assert_markers_drawn(page, kills)
+    tick = kills[1]["tick"] + 1
+    page.evaluate(f"window.radar.seek({tick})")
+    page.wait_for_function(f"window.radar.tick === {tick}")
+    expected = _feed(_server_events(http_url), tick)
+    assert len(expected) >= 2
+    as_js = json.dumps(json.dumps(expected, separators=(",", ":"), ensure_ascii=False))
+    try:
+        page.wait_for_function(f"JSON.stringify(window.radar.killFeed) === {as_js}")
+    except Exception:
+        pytest.fail(f"kill feed {page.evaluate('window.radar.killFeed')} != {expected}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "radar-live-dvr.png"))

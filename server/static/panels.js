@@ -11,7 +11,7 @@ const formatClock = (seconds) => {
 /** "killer [weapon HS] victim" (no brackets when the feed names no weapon and no headshot). */
 export function killText(k) {
   const tags = [k.weapon, k.is_hs ? "HS" : ""].filter(Boolean).join(" ");
-  return `${k.killer || "world"} ${tags ? `[${tags}]` : "›"} ${k.victim}`;
+  return `${k.killer || "world"} ${tags ? `[${tags}]` : "→"} ${k.victim}`;
 }
 
 /** The round clock line: "round 5 · 0:42", with freeze time and a finished round said so. */
