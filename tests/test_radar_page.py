@@ -543,11 +543,31 @@ def test_keyboard_and_timeline_seeks_land_on_the_right_tick(coach, page):
     target = round(first + 0.35 * (last - first))
     page.wait_for_function(f"window.radar.tick === {_frame_at_or_before(recording, target)}")
 
+    # A drag the browser cancels (a touch turned into a scroll) seeks nowhere.
+    shown, gen = page.evaluate("[window.radar.tick, window.radar.session.gen]")
+    page.mouse.move(box["x"] + box["width"] * 0.8, y)
+    page.mouse.down()
+    page.evaluate(
+        "document.getElementById('timeline').dispatchEvent(new PointerEvent('pointercancel',"
+        " { pointerId: 1, bubbles: true }))"
+    )
+    page.mouse.up()
+    _rafs(page)
+    assert page.evaluate("[window.radar.tick, window.radar.session.gen]") == [shown, gen]
+    position = (shown - first) / (last - first) * page.evaluate("window.radar.timeline.width")
+    assert _pixel(page, "timeline", position, 3)[:3] == [255, 255, 255]  # the marker stayed
+
     page.keyboard.press("4")  # speeds in order: 1.25x
     page.keyboard.press("Space")
     page.wait_for_function("window.radar.session.playing && window.radar.session.speed === 1.25")
     page.keyboard.press("Space")
     page.wait_for_function("!window.radar.session.playing")
+    # A speed picked with the mouse: the dropdown lets go of the keys again.
+    page.focus("#speed")
+    page.select_option("#speed", "0.5")
+    page.wait_for_function("window.radar.session.speed === 0.5")
+    page.keyboard.press("Space")
+    page.wait_for_function("window.radar.session.playing")
 
 
 def _feed(events: list[dict], tick: int) -> list[str]:

@@ -29,6 +29,18 @@ export class EventsIndex {
     this.complete = false; // a finished recording's index: nothing to learn from frames
     this.fromServer = false;
     this.previous = null; // the frame observed just before the next one, when contiguous
+    this.version = 0; // counts changes: what is derived from the events is kept until then
+    this.derived = new Map();
+  }
+
+  /** ``make()``'s answer, made again only once the events (or ``key``) changed: the timeline
+   * asks for markers and rounds on every animation frame. */
+  memo(name, key, make) {
+    const hit = this.derived.get(name);
+    if (hit && hit.version === this.version && hit.key === key) return hit.value;
+    const value = make();
+    this.derived.set(name, { version: this.version, key, value });
+    return value;
   }
 
   /** Adds the server's events (all of them again, for a live match: known ones are skipped). */
@@ -43,6 +55,7 @@ export class EventsIndex {
     for (const e of fresh) this.keys.add(keyOf(e));
     this.events.push(...fresh);
     this.events.sort((a, b) => a.tick - b.tick);
+    this.version++;
     if (!this.fromServer && this.events.length > MAX_OBSERVED) {
       for (const e of this.events.splice(0, this.events.length - MAX_OBSERVED)) this.keys.delete(keyOf(e));
     }
@@ -78,13 +91,17 @@ export class EventsIndex {
     if (found.length) this.add(found);
   }
 
-  get markers() { return this.events.filter((e) => MARKER_TYPES.includes(e.type)); }
+  get markers() {
+    return this.memo("markers", null, () => this.events.filter((e) => MARKER_TYPES.includes(e.type)));
+  }
 
   /** Round start ticks: the index's and those of the ``hello`` round timeline, sorted. */
   roundStarts(fromHello = []) {
-    const starts = new Set(fromHello);
-    for (const e of this.events) if (e.type === "round_start") starts.add(e.tick);
-    return [...starts].sort((a, b) => a - b);
+    return this.memo("rounds", fromHello, () => {
+      const starts = new Set(fromHello);
+      for (const e of this.events) if (e.type === "round_start") starts.add(e.tick);
+      return [...starts].sort((a, b) => a - b);
+    });
   }
 
   /** Kills of the round ``tick`` is in, up to and including ``tick``, oldest first. */
