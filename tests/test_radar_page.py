@@ -1115,7 +1115,10 @@ def test_live_gsi_match_dvr_shows_the_events_so_far(gsi, page):
     # The capture's first kills come about 17 s into the match.
     deadline = time.monotonic() + 90
     while len(kills := [e for e in _server_events(http_url) if e["type"] == "kill"]) < 2:
-        assert time.monotonic() < deadline, "the live match's events index has no two kills"
+        assert time.monotonic() < deadline, (
+            f"GET /recordings/{GSI_MATCH}/events has no two kills after 90 s of the match"
+            " (the server builds a live match's index as it is played)"
+        )
         page.wait_for_timeout(500)
     kills = kills[:2]
     # The page is paused at the first frame: these kills come from the index, not frames.

@@ -14,10 +14,11 @@ export function killText(k) {
   return `${k.killer || "world"} ${tags ? `[${tags}]` : "→"} ${k.victim}`;
 }
 
-/** The round clock line: "round 5 · 0:42", with freeze time and a finished round said so. */
-export function clockText(frame, clock) {
-  if (!clock) return "round clock: no round start seen yet";
-  const round = (frame.t_wins ?? 0) + (frame.ct_wins ?? 0) + (clock.over ? 0 : 1);
+/** The round clock line: "round 5 · 0:42", with freeze time and a finished round said so
+ * (the round number from the score: rounds won so far, plus the one being played). */
+export function clockText(frame, clock, kind) {
+  const round = (frame.t_wins ?? 0) + (frame.ct_wins ?? 0) + (clock?.over ? 0 : 1);
+  if (!clock) return `round ${round} (started before ${kind === "live" ? "you joined" : "the recording"})`;
   const state = clock.freeze ? " (freeze time)" : clock.over ? " (round over)" : "";
   return `round ${round} · ${formatClock(clock.seconds)}${state}`;
 }
@@ -62,10 +63,10 @@ export class Panels {
     this.feedShown = null;
   }
 
-  update({ frame, players, roster, feed, followed, clock, label }) {
+  update({ frame, players, roster, feed, followed, clock, kind, label }) {
     setText($("tick-label"), `tick ${frame.tick}`);
     this.score(frame);
-    setText($("clock"), `${clockText(frame, clock)} · ${label}`);
+    setText($("clock"), `${clockText(frame, clock, kind)} · ${label}`);
     const feedTexts = feed.map(killText);
     if (feedTexts.join("\n") !== this.feedShown) {
       this.feedShown = feedTexts.join("\n");

@@ -150,7 +150,7 @@ function updatePanels(s, frame) {
     frame, players: frame.players || [], roster: s.roster, followed,
     feed: s.events.killFeed(frame.tick, rounds),
     clock: s.events.roundClock(frame.tick, frame.is_freeze, rounds, s.tickrate),
-    label: `${s.kind} ${s.id}`,
+    kind: s.kind, label: `${s.kind} ${s.id}`,
   });
   $("map-label").textContent = map.label;
 }
