@@ -9,7 +9,12 @@ bytes, one map per frame) or as JSON lines. It asks for compressed messages
 (``?encoding=deflate``: raw DEFLATE, inflated with zlib, the frames' bytes unchanged);
 ``--encoding none`` asks for plain ones.
 
+``--events`` prints the recording's events index instead (kills, bomb plant/defuse/explosion,
+round starts and ends, with their ticks: where to seek to), read from
+``GET /recordings/<id>/events`` on the server's HTTP port (the WebSocket port redirects there).
+
     python client_examples/fetch_recording.py --url ws://127.0.0.1:8080 generated --out g.msgpack
+    python client_examples/fetch_recording.py --url ws://127.0.0.1:8080 generated --events
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import argparse
 import asyncio
 import json
 import sys
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgpack
 from tqdm import tqdm
@@ -51,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", default="ws://127.0.0.1:8080", help="server (ws:// or wss://)")
     parser.add_argument("--from-tick", type=int, help="first tick (default: the first)")
     parser.add_argument("--to-tick", type=int, help="last tick, inclusive (default: the last)")
-    parser.add_argument("--out", required=True, help="output file")
+    parser.add_argument("--out", help="output file (needed unless --events)")
     parser.add_argument("--format", choices=("msgpack", "jsonl"), default="msgpack")
     parser.add_argument(
         "--credit", type=int, default=1024, help="frames in flight at most (default 1024)"
@@ -61,10 +69,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ask for compressed messages (default) or plain frames",
     )  # fmt: skip
     parser.add_argument("--token", default="", help="bearer token when the server has one")
+    parser.add_argument(
+        "--events", action="store_true",
+        help="print the recording's events (kills, bomb, rounds, with ticks) and fetch nothing",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.credit < 1:
         parser.error("--credit must be at least 1")
+    if not args.events and not args.out:
+        parser.error("--out is required (or --events to print the events index)")
     return args
+
+
+def events_url(ws_url: str, recording: str) -> str:
+    """The events index's HTTP URL on the same host and port as the WebSocket URL."""
+    parts = urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    path = f"{parts.path.rstrip('/')}/recordings/{quote(recording, safe='')}/events"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def fetch_events(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``GET /recordings/<id>/events`` (following the WebSocket port's redirect)."""
+    request = urllib.request.Request(events_url(args.url, args.recording))
+    if args.token:
+        request.add_header("Authorization", f"Bearer {args.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["events"]
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:200]
+        raise FetchError(f"events index: HTTP {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise FetchError(f"events index: cannot reach the server ({exc})") from None
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """One line: tick, type and who (a kill as "killer [weapon HS] victim")."""
+    kind = event["type"]
+    if kind == "kill":
+        tags = " ".join(filter(None, [event.get("weapon"), "HS" if event.get("is_hs") else ""]))
+        what = f"{event.get('killer') or 'world'} {f'[{tags}] ' if tags else ''}{event['victim']}"
+    elif kind in ("plant", "defuse", "explode"):
+        what = event.get("player") or ""
+    elif kind == "round_end":
+        what = f"{event['winner']} wins, T {event['t_wins']} : {event['ct_wins']} CT"
+    else:
+        what = ""
+    return f"{event['tick']:>9}  {kind:<11} {what}".rstrip()
 
 
 def frames_raw(data: bytes) -> tuple[dict[str, Any], Iterator[bytes]]:
@@ -200,6 +252,15 @@ async def fetch(args: argparse.Namespace, out: IO[bytes]) -> Progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.events:
+        try:
+            events = fetch_events(args)
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for event in events:
+            print(describe_event(event))
+        return 0
     try:
         with open(args.out, "wb") as out:
             progress = asyncio.run(fetch(args, out))

@@ -12,30 +12,41 @@ on a ``RADAR_SIZE`` square.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
+import math
+import os
 import re
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, urlencode
 
 import numpy as np
 from aiohttp import web
 
 from processing.recording import Recording
 
+log = logging.getLogger(__name__)
+
 RADAR_SIZE = 1024  # radar pixels the overview transform maps onto (CS2's radar images)
 GRID = 512  # occupancy cells across the square: 2 radar pixels per cell
 MAX_SAMPLED_FRAMES = 12_000  # per recording: bounds the first-use cost on hour-long demos
 MAX_SAMPLED_TOTAL = 60_000  # over all recordings of a map (~10 s of decoding on first use)
 MARGIN = 0.06  # occupancy without an overview: empty border around where players stood
-MAP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+MAP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # whole name (fullmatch)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 DEFAULT_LEVEL = "default"
-HEADERS = {"Cache-Control": "max-age=60"}  # CORS is the HTTP app's (configured origins only)
+RESCAN_SECONDS = 30.0  # the overview folder is walked again at most this often
+# CORS is the HTTP app's (configured origins only).
+NO_CACHE = {"Cache-Control": "no-cache"}
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
 class RecordingLike(Protocol):
@@ -105,29 +116,100 @@ class Transform:
 
 
 @dataclass(frozen=True)
+class FileStamp:
+    """A file in the overview folder as it was when the folder was walked."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class Overview:
     transform: Transform
-    images: dict[str, Path] = field(default_factory=dict)  # level name -> radar image
+    images: dict[str, FileStamp] = field(default_factory=dict)  # level name -> radar image
 
 
-def read_overview(folder: Path, map_name: str) -> Overview | None:
-    """The overview of ``map_name`` in ``folder`` (searched recursively), or None."""
-    texts = sorted(folder.rglob(f"{map_name}.txt"), key=lambda p: len(p.parts))
-    if not texts:
+class OverviewFolder:
+    """The overview folder's text and image files by lower-cased name, found in one walk of
+    the tree; walked again when the index is older than ``RESCAN_SECONDS`` (files dropped in
+    while the server runs appear), never once per request."""
+
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = root
+        self._clock = clock
+        self._files: dict[str, list[FileStamp]] = {}
+        self._scanned_at: float | None = None
+
+    def refresh(self) -> None:
+        """Walks the tree if the index is stale (blocking: call it from a worker thread)."""
+        now = self._clock()
+        if self._scanned_at is not None and now - self._scanned_at < RESCAN_SECONDS:
+            return
+        files: dict[str, list[FileStamp]] = {}
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if Path(name).suffix.lower() not in (".txt", *IMAGE_SUFFIXES):
+                    continue
+                path = Path(folder) / name
+                try:
+                    info = path.stat()
+                except OSError:
+                    continue  # vanished while walking
+                stamp = FileStamp(path, info.st_size, info.st_mtime_ns)
+                files.setdefault(name.lower(), []).append(stamp)
+        self._files, self._scanned_at = files, now
+
+    @property
+    def stale(self) -> bool:
+        return self._scanned_at is None or self._clock() - self._scanned_at >= RESCAN_SECONDS
+
+    def text(self, map_name: str) -> FileStamp | None:
+        """``<map>.txt`` (the one nearest the root when there are several)."""
+        found = self._files.get(f"{map_name}.txt".lower(), [])
+        return min(found, key=lambda f: (len(f.path.parts), str(f.path)), default=None)
+
+    def image(self, stem_prefix: str) -> FileStamp | None:
+        """``<stem_prefix>*.png`` (preferred) or ``.jpg``; the shortest name wins (``_radar.png``
+        over ``_radar_psd.png``)."""
+        prefix = stem_prefix.lower()
+        found = [
+            f for name, stamps in self._files.items() if name.startswith(prefix)
+            for f in stamps if f.path.suffix.lower() in IMAGE_SUFFIXES
+        ]  # fmt: skip
+        key = lambda f: (f.path.suffix.lower() != ".png", len(f.path.name), str(f.path))  # noqa: E731
+        return min(found, key=key, default=None)
+
+    def stamps(self, map_name: str) -> tuple[FileStamp, ...]:
+        """Every file that could make up ``map_name``'s overview: its cache key."""
+        prefix = f"{map_name}_".lower()
+        names = sorted(
+            n for n in self._files if n == f"{map_name}.txt".lower() or n.startswith(prefix)
+        )
+        return tuple(f for n in names for f in self._files[n])
+
+
+def read_overview(folder: OverviewFolder, map_name: str) -> Overview | None:
+    """The overview of ``map_name`` in the (refreshed) folder index, or None."""
+    text = folder.text(map_name)
+    if text is None:
         return None
-    root = parse_keyvalues(texts[0].read_text(errors="replace"))
+    root = parse_keyvalues(text.path.read_text(errors="replace"))
     body = next((v for v in root.values() if isinstance(v, dict)), root)
     try:
         pos_x, pos_y, scale = (float(body[k]) for k in ("pos_x", "pos_y", "scale"))
     except (KeyError, ValueError) as exc:
-        raise ValueError(f"{texts[0]}: needs numeric pos_x, pos_y and scale ({exc})") from exc
-    if scale <= 0:
-        raise ValueError(f"{texts[0]}: scale must be positive, is {scale}")
-    levels = _levels(body.get("verticalsections"))
+        raise ValueError(f"{text.path}: needs numeric pos_x, pos_y and scale ({exc})") from exc
+    if not (math.isfinite(pos_x) and math.isfinite(pos_y) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{text.path}: pos_x and pos_y must be finite, scale positive")
+    try:
+        levels = _levels(body.get("verticalsections"))
+    except ValueError as exc:
+        raise ValueError(f"{text.path}: {exc}") from exc
     images = {}
     for level in levels:
         prefix = map_name if level.name == DEFAULT_LEVEL else f"{map_name}_{level.name}"
-        image = _find_image(folder, f"{prefix}_radar")
+        image = folder.image(f"{prefix}_radar")
         if image is not None:
             images[level.name] = image
     return Overview(Transform(pos_x, pos_y, scale, levels), images)
@@ -141,19 +223,15 @@ def _levels(sections: Any) -> tuple[Level, ...]:
     for name, bounds in sections.items():
         if not isinstance(bounds, dict):
             continue
-        z_min = float(bounds.get("altitudemin", -np.inf))
-        z_max = float(bounds.get("altitudemax", np.inf))
+        try:
+            z_min = float(bounds.get("altitudemin", -np.inf))
+            z_max = float(bounds.get("altitudemax", np.inf))
+        except ValueError as exc:
+            raise ValueError(
+                f"verticalsections {name!r}: altitudes must be numbers ({exc})"
+            ) from exc
         levels.append(Level(name, z_min, z_max))
     return tuple(sorted(levels, key=lambda lv: -lv.z_max)) or (Level(DEFAULT_LEVEL),)
-
-
-def _find_image(folder: Path, stem_prefix: str) -> Path | None:
-    """``<stem_prefix>*.png`` (preferred) or ``.jpg``; the shortest name wins (``_radar.png``
-    over ``_radar_psd.png``)."""
-    found = [p for p in folder.rglob(f"{stem_prefix}*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not found:
-        return None
-    return min(found, key=lambda p: (p.suffix.lower() != ".png", len(p.name), str(p)))
 
 
 # -- occupancy raster --------------------------------------------------------------------------
@@ -161,27 +239,19 @@ def _find_image(folder: Path, stem_prefix: str) -> Path | None:
 
 def sample_positions(recordings: Iterable[RecordingLike]) -> np.ndarray:
     """Where players stood: (n, 3) x, y, z, with points along each player's path between
-    samples (a bounded number of frames per recording, so corridors come out continuous)."""
+    samples (a bounded number of frames per recording, so corridors come out continuous).
+
+    A player without a finite position is skipped; a recording that cannot be read is left
+    out (and logged), so one bad file never takes the map away from everyone."""
     chunks: list[np.ndarray] = []
     recordings = list(recordings)
     budget = max(500, min(MAX_SAMPLED_FRAMES, MAX_SAMPLED_TOTAL // max(1, len(recordings))))
-    for recording in map(_private_reader, recordings):
-        count = recording.frame_count
-        stride = max(1, -(-count // budget))
-        reach = 6.0 * stride + 32.0  # a running player covers ~4 units a tick
-        previous: dict[Any, tuple[float, float, float]] = {}
-        segments: list[tuple[float, float, float, float, float, float]] = []
-        for index in range(0, count, stride):
-            seen = {}
-            for p in recording.frame(index).get("players") or []:
-                here = (float(p["x"]), float(p["y"]), float(p.get("z") or 0.0))
-                key = p.get("sid", p.get("name"))
-                seen[key] = here
-                before = previous.get(key, here)
-                if np.hypot(here[0] - before[0], here[1] - before[1]) > reach:
-                    before = here  # respawn or teleport: no line across the map
-                segments.append((*before, *here))
-            previous = seen
+    for recording in recordings:
+        try:
+            segments = _segments(_private_reader(recording), budget)
+        except Exception as exc:  # a corrupt chunk, a file changed under us: leave it out
+            log.warning("map backdrop: skipped %r (%s)", getattr(recording, "name", "?"), exc)
+            continue
         if segments:
             seg = np.asarray(segments)
             steps = np.linspace(0.0, 1.0, 6)[:, None, None]
@@ -190,11 +260,64 @@ def sample_positions(recordings: Iterable[RecordingLike]) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.empty((0, 3))
 
 
+def _segments(recording: RecordingLike, budget: int) -> list[tuple[float, ...]]:
+    """Each sampled player's step from their previous sample (no line across a respawn)."""
+    count = recording.frame_count
+    stride = max(1, -(-count // budget))
+    reach = 6.0 * stride + 32.0  # a running player covers ~4 units a tick
+    previous: dict[Any, tuple[float, float, float]] = {}
+    segments: list[tuple[float, ...]] = []
+    for index in range(0, count, stride):
+        seen = {}
+        players = recording.frame(index).get("players")
+        for p in players if isinstance(players, list) else ():
+            here = _position(p)
+            if here is None:
+                continue
+            key = p.get("sid", p.get("name"))
+            seen[key] = here
+            before = previous.get(key, here)
+            if math.hypot(here[0] - before[0], here[1] - before[1]) > reach:
+                before = here  # respawn or teleport: no line across the map
+            segments.append((*before, *here))
+        previous = seen
+    return segments
+
+
+def _position(player: Any) -> tuple[float, float, float] | None:
+    """A player's finite (x, y, z), z 0 when unknown; None without a usable x and y."""
+    if not isinstance(player, dict):
+        return None
+    x, y, z = player.get("x"), player.get("y"), player.get("z")
+    if not (_finite(x) and _finite(y)):
+        return None
+    return float(x), float(y), float(z) if _finite(z) else 0.0
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _RangeReader:
+    """A recording's file bytes by range through its own reads (pread: no shared position)."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording  # kept alive: it owns the file descriptor
+        self.size = recording.size
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self.recording.raw_bytes(offset, offset + length)
+        if len(data) != length:
+            raise EOFError(f"{length - len(data)} bytes missing at offset {offset}")
+        return data
+
+
 def _private_reader(recording: RecordingLike) -> RecordingLike:
-    """A reader with its own chunk cache over the same bytes: the raster is built in a worker
-    thread while sessions read the recording on the event loop."""
+    """A reader with its own chunk cache and decompressor over the same file, reading chunks
+    as they are needed: the raster is built in a worker thread while sessions read the
+    recording on the event loop."""
     if isinstance(recording, Recording):
-        return Recording.from_bytes(recording.raw_bytes(), recording.name)  # type: ignore[arg-type]
+        return Recording(_RangeReader(recording), recording.name, recording.stamp)  # type: ignore[arg-type]
     return recording
 
 
@@ -253,56 +376,98 @@ class Backdrop:
 
     source: str  # "overview" | "occupancy"
     transform: Transform
-    images: dict[str, tuple[bytes, str] | Path]  # level -> PNG bytes + type, or a file
+    images: dict[str, tuple[bytes, str] | FileStamp]  # level -> PNG bytes + type, or a file
     label: str
 
+    def version(self, level: str) -> str:
+        """Changes whenever the level's image does: the image URL carries it, so a browser
+        never pairs a new transform with an old cached image."""
+        found = self.images[level]
+        if isinstance(found, FileStamp):
+            digest = hashlib.sha1(f"{found.path}|{found.size}|{found.mtime_ns}".encode())
+        else:
+            digest = hashlib.sha1(found[0])
+        return digest.hexdigest()[:16]
+
+    def image_url(self, map_name: str, level: Level) -> str:
+        query = {} if level.name == DEFAULT_LEVEL else {"level": level.name}
+        if level.name in self.images:
+            query["v"] = self.version(level.name)
+        encoded = urlencode(query, quote_via=quote)
+        return f"/maps/{map_name}/image" + (f"?{encoded}" if encoded else "")
+
     def describe(self, map_name: str) -> dict[str, Any]:
-        base = f"/maps/{map_name}/image"
         levels = self.transform.levels
-        url = lambda lv: base if lv.name == DEFAULT_LEVEL else f"{base}?level={lv.name}"  # noqa: E731
         return {
             "map": map_name, "source": self.source, "label": self.label,
             "pos_x": self.transform.pos_x, "pos_y": self.transform.pos_y,
             "scale": self.transform.scale, "size": RADAR_SIZE,
-            "image": url(levels[0]), "levels": [lv.describe(url(lv)) for lv in levels],
+            "image": self.image_url(map_name, levels[0]),
+            "levels": [lv.describe(self.image_url(map_name, lv)) for lv in levels],
         }  # fmt: skip
 
 
 class MapBackdrops:
-    """Finds or builds each map's backdrop once; rebuilds an occupancy raster when the
-    recordings of that map change."""
+    """Finds or builds each map's backdrop once; builds it again when the recordings of that
+    map or its overview files change. A failure is kept like a result (the same inputs fail
+    the same way), and a name with neither recordings nor overview files is answered from the
+    folder index at once, so no request for a made-up name costs a build or a lock."""
 
     def __init__(
-        self, get_recordings: Callable[[], Sequence[RecordingLike]], overview_folder: Path | None
+        self,
+        get_recordings: Callable[[], Sequence[RecordingLike]],
+        overview_folder: Path | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._get_recordings = get_recordings
-        self._folder = Path(overview_folder) if overview_folder else None
-        self._cache: dict[str, tuple[tuple, Backdrop]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._folder = OverviewFolder(Path(overview_folder), clock) if overview_folder else None
+        self._cache: dict[str, tuple[tuple, Backdrop | Exception | None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # only maps with recordings or overview files
 
     async def get(self, map_name: str) -> Backdrop | None:
+        """The backdrop, None when there is nothing to make one from; raises ValueError for a
+        broken overview file."""
+        if self._folder is not None and self._folder.stale:
+            await asyncio.to_thread(self._folder.refresh)
         recordings = [r for r in self._get_recordings() if r.meta.get("map") == map_name]
         # Generated matches walk made-up paths: only where real players stood, when any did.
         real = [r for r in recordings if not r.meta.get("synthetic")]
         recordings = real or recordings
-        key = tuple(sorted((str(getattr(r, "name", id(r))), r.frame_count) for r in recordings))
+        files = self._folder.stamps(map_name) if self._folder is not None else ()
+        if not recordings and not files:
+            return None
+        names = sorted((str(getattr(r, "name", id(r))), r.frame_count) for r in recordings)
+        key = (tuple(names), files)
         async with self._locks.setdefault(map_name, asyncio.Lock()):
             cached = self._cache.get(map_name)
-            if cached is not None and (cached[1].source == "overview" or cached[0] == key):
-                return cached[1]
-            backdrop = await asyncio.to_thread(self._build, map_name, recordings)
-            if backdrop is not None:
-                self._cache[map_name] = (key, backdrop)
-            return backdrop
+            if cached is None or cached[0] != key:
+                started = time.monotonic()
+                try:
+                    result: Backdrop | Exception | None = await asyncio.to_thread(
+                        self._build, map_name, recordings
+                    )
+                except Exception as exc:
+                    result = exc
+                self._cache[map_name] = cached = (key, result)
+                log.info(
+                    "map %r: %s in %.1f s", map_name,
+                    "failed: " + str(result) if isinstance(result, Exception)
+                    else result.label if result else "nothing to draw", time.monotonic() - started,
+                )  # fmt: skip
+        result = cached[1]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def _build(self, map_name: str, recordings: list[RecordingLike]) -> Backdrop | None:
         overview = read_overview(self._folder, map_name) if self._folder else None
         if overview is not None and overview.images:
-            images: dict[str, tuple[bytes, str] | Path] = dict(overview.images)
+            images: dict[str, tuple[bytes, str] | FileStamp] = dict(overview.images)
             return Backdrop("overview", overview.transform, images, "CS2 overview")
         points = sample_positions(recordings)
         if not len(points):
             return None
+        # An overview text without images still gives the transform and the levels by height.
         transform = overview.transform if overview else fit_transform(points)
         images = {lv.name: (occupancy_png(points, transform, lv), "image/png")
                   for lv in transform.levels}  # fmt: skip
@@ -312,16 +477,18 @@ class MapBackdrops:
 
 
 def map_routes(
-    get_recordings: Callable[[], Sequence[RecordingLike]], overview_folder: Path | None
+    get_recordings: Callable[[], Sequence[RecordingLike]],
+    overview_folder: Path | None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[web.RouteDef]:
     """``GET /maps/{map}`` (transform and levels as JSON) and ``GET /maps/{map}/image``
-    (``?level=<name>``), for the HTTP app to mount."""
-    backdrops = MapBackdrops(get_recordings, overview_folder)
+    (``?level=<name>``, ``&v=<version>``), for the HTTP app to mount."""
+    backdrops = MapBackdrops(get_recordings, overview_folder, clock)
 
     async def backdrop_of(request: web.Request) -> tuple[str, Backdrop]:
         map_name = request.match_info["map"]
-        if not MAP_NAME.match(map_name):
-            raise _error(400, "bad_map", f"not a map name: {map_name!r}")
+        if not MAP_NAME.fullmatch(map_name):
+            raise _error(400, "bad_map", f"not a map name: {map_name[:80]!r}")
         try:
             backdrop = await backdrops.get(map_name)
         except ValueError as exc:  # a broken overview file: say which and why
@@ -335,20 +502,26 @@ def map_routes(
 
     async def describe(request: web.Request) -> web.Response:
         map_name, backdrop = await backdrop_of(request)
-        return web.json_response(backdrop.describe(map_name), headers=HEADERS)
+        # Cheap to answer (built once), and it names the image version: always fresh.
+        return web.json_response(backdrop.describe(map_name), headers=NO_CACHE)
 
     async def image(request: web.Request) -> web.StreamResponse:
         _, backdrop = await backdrop_of(request)
         level = request.query.get("level", backdrop.transform.levels[0].name)
         found = backdrop.images.get(level)
         if found is None:
-            known = ", ".join(backdrop.images) or "none"
-            raise _error(404, "unknown_level", f"no image for level {level!r}; levels: {known}")
-        if isinstance(found, Path):
-            content_type = CONTENT_TYPES[found.suffix.lower()]
-            return web.FileResponse(found, headers={**HEADERS, "Content-Type": content_type})
+            known = ", ".join(map(repr, backdrop.images)) or "none"
+            raise _error(
+                404, "unknown_level", f"no image for level {level[:80]!r}; levels: {known}"
+            )
+        # The version in the URL names these very bytes: cached for good; without it, revalidated.
+        current = request.query.get("v") == backdrop.version(level)
+        headers = IMMUTABLE if current else NO_CACHE
+        if isinstance(found, FileStamp):
+            content_type = CONTENT_TYPES[found.path.suffix.lower()]
+            return web.FileResponse(found.path, headers={**headers, "Content-Type": content_type})
         body, content_type = found
-        return web.Response(body=body, content_type=content_type, headers=HEADERS)
+        return web.Response(body=body, content_type=content_type, headers=headers)
 
     return [web.get("/maps/{map}", describe), web.get("/maps/{map}/image", image)]
 

@@ -163,6 +163,20 @@ def test_fetch_recording_writes_exactly_the_range(server, recordings, tmp_path, 
         assert frames == [recording.frame(i) for i in range(a, b)]
 
 
+def test_fetch_recording_prints_the_events_index(server, recordings):
+    """``--events`` over the WebSocket URL: the server redirects plain HTTP to its HTTP port."""
+    events = Recording.open(recordings / "match.eeict").meta["events"]
+    result = run_example("fetch_recording.py", "--url", server.ws_url, "match", "--events")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [[str(e["tick"]), e["type"]] for e in events]
+    assert any(line.endswith("kill        Alpha [AK-47 HS] Delta") for line in lines), lines
+    unknown = run_example("fetch_recording.py", "--url", server.ws_url, "nowhere", "--events")
+    assert unknown.returncode == 1 and "HTTP 404" in unknown.stderr
+    neither = run_example("fetch_recording.py", "--url", server.ws_url, "match")
+    assert neither.returncode == 2 and "--out is required" in neither.stderr
+
+
 SERVICE_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 
 

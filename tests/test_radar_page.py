@@ -1,9 +1,12 @@
 """The radar page in a real headless Chromium (Debian's, driven by Playwright) against a real
 server: live playback moves players, a recording seeks to the frame at/before a tick, the page
-works when served from another origin; and the coach's viewer: the map backdrop under the
-players at the right pixels,
-event markers, keyboard and timeline seeks, a kill feed right after any seek, interpolation
-at 0.25x, compressed ticks inflated by the browser, and (with the GSI ingest) live matches."""
+works when served from another origin; and the coach's viewer, checked on the canvas's pixels
+and the page's DOM: the map backdrop under the players at the right pixels (also while the
+backdrop loads, and when recordings are switched while a map loads), event markers, keyboard
+and timeline seeks, a kill feed, score and round clock right after any seek (across a side
+switch), interpolation at 0.25x, smoke, grenade trail and inferno drawn where they are, follow
+buttons that take a slow click, compressed ticks inflated by the browser, and (with the GSI
+ingest) live matches: players moving, the stale marker, the DVR with the match's events."""
 
 from __future__ import annotations
 
@@ -206,13 +209,17 @@ def test_page_from_another_origin_uses_server_url(server, page, other_origin):
 # -- the coach's viewer: map, timeline, panels, motion -------------------------------------------
 
 MIRAGE = {"pos_x": -3230.0, "pos_y": 1713.0, "scale": 5.0}
-TEAM_RGB = {"T": (240, 160, 48), "CT": (74, 144, 226)}
-MARKER_RGB = {"kill": (232, 232, 232), "plant": (255, 64, 64)}
+TEAM_RGB = {"T": (240, 160, 48), "CT": (74, 144, 226)}  # radar.css --t and --ct
+MARKER_RGB = {
+    "kill": (232, 232, 232), "plant": (255, 64, 64), "defuse": (64, 160, 255),
+    "explode": (255, 176, 0),
+}  # fmt: skip
 EXTRA_KILLS = {  # frame index -> kill, besides match_frames' own at 300 (rounds split at 600)
     100: {"killer": "Bravo", "victim": "Charlie", "weapon": "AWP", "is_hs": False},
     700: {"killer": "Charlie", "victim": "Alpha", "weapon": "M4A4", "is_hs": True},
     900: {"killer": "Bravo", "victim": "Delta", "weapon": "Desert Eagle", "is_hs": False},
 }
+DEFUSED_AT, EXPLODED_AT = 450, 1100  # frame indexes: round 1's plant is defused, round 2's blows
 
 
 def backdrop_pixels() -> np.ndarray:
@@ -222,18 +229,109 @@ def backdrop_pixels() -> np.ndarray:
     return rgba.astype(np.uint8)
 
 
-def write_coach_match(folder: Path, name: str, map_name: str) -> Path:
-    from server_process import match_frames
-
+def write_frames(folder: Path, name: str, map_name: str, frames: list[dict]) -> Path:
     from processing.recording import write_recording
     from processing.source import SourceInfo
+
+    path = folder / f"{name}.eeict"
+    write_recording(path, SourceInfo(map_name, 64, f"{name}.dem", "0" * 64, "test"), frames)
+    return path
+
+
+def write_coach_match(folder: Path, name: str, map_name: str) -> Path:
+    """match_frames with more kills, round 1's bomb defused and round 2's exploding."""
+    from server_process import match_frames
 
     frames = match_frames()
     for index, kill in EXTRA_KILLS.items():
         frames[index]["kills"] = [{**kill, "penetrations": 0}]
-    path = folder / f"{name}.eeict"
-    write_recording(path, SourceInfo(map_name, 64, f"{name}.dem", "0" * 64, "test"), frames)
-    return path
+    for i, frame in enumerate(frames):
+        bomb = frame["bomb"]
+        if bomb["planted"] and DEFUSED_AT <= i < 600:
+            bomb.update(defused=True, defused_by="Charlie")
+        if bomb["planted"] and i >= EXPLODED_AT:
+            bomb["exploded"] = True
+    return write_frames(folder, name, map_name, frames)
+
+
+def _without_utility(frames: list[dict]) -> list[dict]:
+    """Players in a row along the bottom of the map, no grenades: a clean canvas for pixels."""
+    for frame in frames:
+        frame.update(nades=None, infernos=None, nade_event=None)
+        for n, player in enumerate(frame["players"]):
+            player.update(x=-3000.0 + 300 * n, y=-3000.0, view_x=90.0)
+    return frames
+
+
+SPRINT_ROW = 600  # canvas row Alpha runs along (game y = 1713 - 5 * 600)
+SPRINT_START, SPRINT_STEPS, SPRINT_UNITS = 20, 20, 150.0  # frame, frames, units a frame
+
+
+def sprint_px(index: int) -> float:
+    """Alpha's canvas x in frame ``index``: 30 px a frame for 20 frames, still before and after."""
+    steps = min(max(index - SPRINT_START, 0), SPRINT_STEPS)
+    return _expected_px(-2500.0 + SPRINT_UNITS * steps, 0)[0]
+
+
+def sprint_frames() -> list[dict]:
+    """Alpha runs right along one canvas row, 150 units (30 px) a frame: a step between two
+    frames is wide enough to see where interpolation puts them."""
+    from server_process import match_frames
+
+    frames = _without_utility(match_frames(300))
+    for i, frame in enumerate(frames):
+        alpha = frame["players"][0]
+        alpha.update(x=-2500.0 + SPRINT_UNITS * min(max(i - SPRINT_START, 0), SPRINT_STEPS),
+                     y=MIRAGE["pos_y"] - MIRAGE["scale"] * SPRINT_ROW)  # fmt: skip
+    return frames
+
+
+THROW = {"frames": (20, 84), "x0": -2000.0, "step": 10.0, "row": 200}  # a smoke along row 200
+FIRES = [(0.0, 0.0), (400.0, 0.0), (0.0, -400.0), (400.0, -400.0), (200.0, -200.0)]
+FIRE_FRAMES = (100, 400)
+
+
+def utility_frames() -> list[dict]:
+    """A smoke grenade flying right along one canvas row for a second, blooming where it
+    lands; an inferno whose fires make a square; players out of the way."""
+    from server_process import match_frames
+
+    frames = _without_utility(match_frames(400))
+    first, last = THROW["frames"]
+    y = MIRAGE["pos_y"] - MIRAGE["scale"] * THROW["row"]
+    for i, frame in enumerate(frames):
+        if first <= i < last:
+            x = THROW["x0"] + THROW["step"] * (i - first)
+            frame["nades"] = [{"id": 7, "type": "Smoke Grenade", "x": x, "y": y, "z": 0.0,
+                               "team": "T"}]  # fmt: skip
+        if i == last:
+            x = THROW["x0"] + THROW["step"] * (last - first)
+            frame["nade_event"] = {"type": "Smoke Grenade", "x": x, "y": y, "z": 0.0}
+        if FIRE_FRAMES[0] <= i < FIRE_FRAMES[1]:
+            fires = [{"x": fx, "y": fy, "z": 0.0} for fx, fy in FIRES]
+            frame["infernos"] = [{"id": 9, "fires": fires}]
+    return frames
+
+
+HALF = 640  # frames a round of the "halves" recording; freeze time is its first 64
+
+
+def halves_frames() -> list[dict]:
+    """Three rounds: T (Orange) wins the first; the sides switch with round 2 (the totals swap
+    by side), which CT (Orange again) wins."""
+    from server_process import match_frames
+
+    frames = _without_utility(match_frames(3 * HALF))
+    for i, frame in enumerate(frames):
+        frame.update(tick=1000 + i, round_start=i % HALF == 0, is_freeze=i % HALF < 64)
+        switched = i >= HALF
+        frame.update(t="Blue" if switched else "Orange", ct="Orange" if switched else "Blue",
+                     switch=i == HALF)  # fmt: skip
+        t_wins, ct_wins = (1 if i >= 500 else 0), 0  # round 1: T wins at frame 500
+        if switched:
+            t_wins, ct_wins = 0, 1 + (i >= HALF + 460)  # round 2: CT wins at frame 1100
+        frame.update(t_wins=t_wins, ct_wins=ct_wins)
+    return frames
 
 
 class Served:
@@ -245,8 +343,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def coach(tmp_path_factory):
-    """A real server with two recordings and a de_mirage overview (transform file and radar
-    image) in its overview folder."""
+    """A real server with the coach's recordings (and a de_inferno one, without an overview)
+    and a de_mirage overview (transform file and radar image) in its overview folder."""
     from server.maps import encode_png
 
     folder = tmp_path_factory.mktemp("coach")
@@ -258,6 +356,9 @@ def coach(tmp_path_factory):
         "coach": Recording.open(write_coach_match(folder, "coach", "de_mirage")),
         "elsewhere": Recording.open(write_coach_match(folder, "elsewhere", "de_inferno")),
     }
+    write_frames(folder, "sprint", "de_mirage", sprint_frames())
+    write_frames(folder, "utility", "de_mirage", utility_frames())
+    write_frames(folder, "halves", "de_mirage", halves_frames())
     args = ("--recordings", str(folder), "--overviews", str(overviews), "--live", "coach")
     with server_process(*args, "--loop") as srv:
         yield Served(srv), recordings["coach"], recordings["coach"].meta["events"]
@@ -283,6 +384,49 @@ def _wait_pixel(page, canvas: str, x: float, y: float, rgb: tuple[int, ...]) -> 
     page.wait_for_function(
         f"Array.from(document.getElementById('{canvas}').getContext('2d')"
         f".getImageData({int(x)}, {int(y)}, 1, 1).data).slice(0, 3).join() === '{wanted}'"
+    )
+
+
+# Team-coloured pixels of the radar canvas (exact colours: a disc's inside, not its rim).
+TEAM_PIXELS_JS = """([t, ct]) => {
+    const canvas = document.getElementById('radar');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    const out = { T: [], CT: [] };
+    for (let i = 0; i < data.length; i += 4) {
+        const rgb = [data[i], data[i + 1], data[i + 2]].join();
+        if (rgb === t) out.T.push(i / 4);
+        else if (rgb === ct) out.CT.push(i / 4);
+    }
+    return out;
+}"""
+
+
+def _team_pixels(page) -> dict[str, list[int]]:
+    """Indexes (y * 1024 + x) of the canvas pixels in each team's colour."""
+    colours = [",".join(map(str, TEAM_RGB[team])) for team in ("T", "CT")]
+    return page.evaluate(TEAM_PIXELS_JS, colours)
+
+
+def _near(pixels: list[int], x: float, y: float, radius: float = 3) -> bool:
+    """Some pixel of ``pixels`` is within ``radius`` of (x, y)."""
+    at = np.array(pixels)
+    return bool(len(at)) and bool((np.hypot(at % 1024 - x, at // 1024 - y) <= radius).any())
+
+
+def _blend(top: tuple[float, ...], alpha: float, under: tuple[float, ...]) -> np.ndarray:
+    return alpha * np.array(top, float) + (1 - alpha) * np.array(under, float)
+
+
+def _backdrop_at(x: float, y: float) -> tuple[int, int, int]:
+    """The test overview image's pixel under canvas pixel (x, y) (drawn 1:1, whole map)."""
+    return int(x) // 4, int(y) // 4, 200
+
+
+def _rafs(page, count: int = 3) -> None:
+    """Lets the page draw ``count`` more pictures."""
+    page.evaluate(
+        f"new Promise((done) => {{ let n = {count}; const next = () => --n ? "
+        "requestAnimationFrame(next) : done(); requestAnimationFrame(next); })"
     )
 
 
@@ -328,33 +472,42 @@ def test_occupancy_backdrop_is_labelled(coach, page):
     page.wait_for_function(
         "document.getElementById('map-label').textContent.includes('where players stood')"
     )
-    # A smoke that burst at tick 1100 (frame 100) still counts down right after a seek past it.
-    page.evaluate("window.radar.seek(1200)")
-    page.wait_for_function("window.radar.tick === 1200 && window.radar.smokes.length === 1")
-    smoke = page.evaluate("window.radar.smokes[0]")
-    assert (smoke["x"], smoke["y"]) == (-400, -800)
-    assert smoke["left"] == pytest.approx(18 - 100 / 64, abs=0.01)  # paused: exact
+    page.evaluate("window.radar.seek(1200)")  # a smoke (frame 100) and a molotov burning
+    page.wait_for_function("window.radar.tick === 1200")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "radar-occupancy.png"))
+
+
+def _marker_rows(page) -> dict:
+    """The timeline as last drawn: its tick range and its kill and bomb-event rows' pixels."""
+    return page.evaluate(
+        """() => {
+            const canvas = document.getElementById('timeline');
+            const g = canvas.getContext('2d');
+            const row = (y) => Array.from(g.getImageData(0, y, canvas.width, 1).data);
+            return { ...window.radar.timeline, kill: row(16), bomb: row(canvas.height - 3) };
+        }"""
+    )
+
+
+def _assert_markers_drawn(page, events: list[dict]) -> None:
+    """Each event's marker colour at its tick's x on the timeline (kills above, bomb below)."""
+    drawn = _marker_rows(page)
+    first, last, width = drawn["first"], drawn["last"], drawn["width"]
+    for event in events:
+        x = int((event["tick"] - first) / (last - first) * width)
+        row = drawn["kill" if event["type"] == "kill" else "bomb"]
+        assert row[4 * x : 4 * x + 3] == list(MARKER_RGB[event["type"]]), event
 
 
 def test_timeline_markers_at_the_event_ticks(coach, page):
     seam, recording, events = coach
     _open_recording(page, seam.url)
-    wanted = [e for e in events if e["type"] in ("kill", "plant", "defuse", "explode")]
-    assert len(wanted) == 6  # four kills, two plants
+    wanted = [e for e in events if e["type"] in MARKER_RGB]
+    assert sorted(e["type"] for e in wanted) == ["defuse", "explode"] + ["kill"] * 4 + ["plant"] * 2
     page.wait_for_function(f"window.radar.markers.length === {len(wanted)}")
-    markers = page.evaluate("window.radar.markers")
-    assert [(m["tick"], m["type"]) for m in markers] == [(e["tick"], e["type"]) for e in wanted]
-    first, last = recording.meta["first_tick"], recording.meta["last_tick"]
-    width, height = page.evaluate(
-        "(({ width, height }) => [width, height])(document.getElementById('timeline'))"
-    )
-    for marker in markers:
-        x = (marker["tick"] - first) / (last - first) * width
-        assert marker["x"] == pytest.approx(x)
-        y = 16 if marker["type"] == "kill" else height - 3  # kills above, bomb events below
-        assert _pixel(page, "timeline", x, y)[:3] == list(MARKER_RGB[marker["type"]])
+    assert page.evaluate("window.radar.timeline.first") == recording.meta["first_tick"]
+    _assert_markers_drawn(page, wanted)
 
 
 def test_keyboard_and_timeline_seeks_land_on_the_right_tick(coach, page):
@@ -390,21 +543,44 @@ def test_keyboard_and_timeline_seeks_land_on_the_right_tick(coach, page):
     target = round(first + 0.35 * (last - first))
     page.wait_for_function(f"window.radar.tick === {_frame_at_or_before(recording, target)}")
 
+    # A drag the browser cancels (a touch turned into a scroll) seeks nowhere.
+    shown, gen = page.evaluate("[window.radar.tick, window.radar.session.gen]")
+    page.mouse.move(box["x"] + box["width"] * 0.8, y)
+    page.mouse.down()
+    page.evaluate(
+        "document.getElementById('timeline').dispatchEvent(new PointerEvent('pointercancel',"
+        " { pointerId: 1, bubbles: true }))"
+    )
+    page.mouse.up()
+    _rafs(page)
+    assert page.evaluate("[window.radar.tick, window.radar.session.gen]") == [shown, gen]
+    position = (shown - first) / (last - first) * page.evaluate("window.radar.timeline.width")
+    assert _pixel(page, "timeline", position, 3)[:3] == [255, 255, 255]  # the marker stayed
+
     page.keyboard.press("4")  # speeds in order: 1.25x
     page.keyboard.press("Space")
     page.wait_for_function("window.radar.session.playing && window.radar.session.speed === 1.25")
     page.keyboard.press("Space")
     page.wait_for_function("!window.radar.session.playing")
+    # A speed picked with the mouse: the dropdown lets go of the keys again.
+    page.focus("#speed")
+    page.select_option("#speed", "0.5")
+    page.wait_for_function("window.radar.session.speed === 0.5")
+    page.keyboard.press("Space")
+    page.wait_for_function("window.radar.session.playing")
 
 
 def _feed(events: list[dict], tick: int) -> list[str]:
-    """The kill feed the page should show at ``tick``: this round's kills up to it."""
-    start = max(e["tick"] for e in events if e["type"] == "round_start" and e["tick"] <= tick)
-    return [
-        f"{e['killer']} [{e['weapon']}{' HS' if e['is_hs'] else ''}] {e['victim']}"
-        for e in events
-        if e["type"] == "kill" and start <= e["tick"] <= tick
-    ]
+    """The kill feed the page should show at ``tick``: this round's kills up to it, as
+    "killer [weapon HS] victim" (no brackets when there is neither)."""
+    starts = [e["tick"] for e in events if e["type"] == "round_start" and e["tick"] <= tick]
+    start = max(starts, default=-1)
+    lines = []
+    for e in events:
+        if e["type"] == "kill" and start <= e["tick"] <= tick:
+            tags = " ".join(filter(None, [e["weapon"], "HS" if e["is_hs"] else ""]))
+            lines.append(f"{e['killer'] or 'world'} {f'[{tags}]' if tags else '→'} {e['victim']}")
+    return lines
 
 
 def test_kill_feed_after_a_seek_equals_the_events_before_it(coach, page):
@@ -426,36 +602,47 @@ def test_kill_feed_after_a_seek_equals_the_events_before_it(coach, page):
 
 
 def test_interpolation_visible_at_quarter_speed(coach, page):
-    seam, recording, _ = coach
-    _open_recording(page, seam.url)
+    """Alpha runs 30 px a frame along one canvas row; at 0.25x the canvas shows Alpha's disc
+    between where two frames put it (the team colour where no frame has Alpha)."""
+    seam, _, _ = coach
+    _open_recording(page, seam.url, "sprint")
+    page.evaluate(f"window.radar.seek({1000 + SPRINT_START - 2})")
+    page.wait_for_function(f"window.radar.tick === {1000 + SPRINT_START - 2}")
     page.keyboard.press("1")  # 0.25x
     page.keyboard.press("Space")
     page.wait_for_function("window.radar.session.playing && window.radar.session.speed === 0.25")
-    samples = page.evaluate(
-        """() => new Promise((done) => {
+    # Every picture drawn for 2.5 s: the x of each run of Alpha's colour along the row.
+    runs = page.evaluate(
+        """([row, rgb]) => new Promise((done) => {
+            const g = document.getElementById('radar').getContext('2d');
             const out = [];
+            const end = performance.now() + 2500;
             const take = () => {
-              const i = window.radar.interpolation;
-              if (i) out.push([i.key, i.f, window.radar.positions.Alpha]);
-              if (out.length < 60) requestAnimationFrame(take); else done(out);
+              const data = g.getImageData(0, row, 1024, 1).data;
+              const xs = [];
+              for (let x = 0; x < 1024; x++) {
+                if ([data[4 * x], data[4 * x + 1], data[4 * x + 2]].join() === rgb) xs.push(x);
+              }
+              if (xs.length) out.push([xs[0], xs[xs.length - 1]]);
+              if (performance.now() < end) requestAnimationFrame(take); else done(out);
             };
             requestAnimationFrame(take);
-        })"""
+        })""",
+        [SPRINT_ROW, ",".join(map(str, TEAM_RGB["T"]))],
     )
-
-    def alpha_px(index: int) -> np.ndarray:
-        alpha = next(p for p in recording.frame(index)["players"] if p["name"] == "Alpha")
-        return np.array(_expected_px(alpha["x"], alpha["y"]))
-
-    between = 0
-    for tick, f, drawn in samples:
-        index = int(np.searchsorted(recording.ticks, tick))
-        a, b = alpha_px(index), alpha_px(index + 1)
-        # Drawn where the page says it is between frame a and the next: f of the way along.
-        assert np.allclose(drawn, a + (b - a) * f, atol=0.01), (tick, f, drawn)
-        if 0.05 < f < 0.95 and np.linalg.norm(np.array(drawn) - a) > 0.1:
-            between += 1
-    assert between, f"Alpha never drawn between two frames at 0.25x: {samples[:5]}"
+    frame_xs = np.array(
+        [sprint_px(i) for i in range(SPRINT_START, SPRINT_START + SPRINT_STEPS + 1)]
+    )
+    assert len(runs) > 20, runs
+    between = []
+    for lo, hi in runs:
+        assert hi - lo <= 20, (lo, hi)  # one disc (radius 9), nobody else on this row
+        centre = (lo + hi) / 2
+        assert frame_xs[0] - 2 <= centre <= frame_xs[-1] + 2, centre  # on Alpha's path
+        if np.abs(frame_xs - centre).min() >= 6:  # frames are 30 px apart
+            between.append(centre)
+    assert len(between) >= 3, f"Alpha never drawn between two frames at 0.25x: {runs}"
+    assert max(between) - min(between) > 30  # along the run, not one stuck picture
 
 
 def test_follow_mode_centres_the_player(coach, page):
@@ -469,6 +656,168 @@ def test_follow_mode_centres_the_player(coach, page):
     page.click("#team-T li[data-name=Alpha] button.follow")  # again: the whole map
     first_alpha = _expected_px(-300 + 200, -1900)  # frame 0: angle 0, 200 units east
     page.wait_for_function(f"Math.abs(window.radar.positions.Alpha[0] - {first_alpha[0]}) < 1")
+
+
+def test_follow_button_takes_a_slow_click(coach, page):
+    """A press held longer than the panels' update interval still follows the player (rows
+    are updated in place, not replaced under the pointer)."""
+    seam, _, _ = coach
+    _open_recording(page, seam.url)
+    x, y = page.evaluate(
+        "(({ x, y, width, height }) => [x + width / 2, y + height / 2])(document"
+        ".querySelector('#team-T li[data-name=Alpha] button.follow').getBoundingClientRect())"
+    )
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.wait_for_timeout(300)  # the press itself: three panel updates long
+    page.mouse.up()
+    page.wait_for_function(
+        "document.getElementById('following').textContent.includes('Alpha') && document"
+        ".querySelector('#team-T li[data-name=Alpha] button.follow').textContent === '◉'"
+    )
+    _wait_pixel(page, "radar", 512, 512, TEAM_RGB["T"])  # Alpha drawn at the centre, zoomed
+
+
+def test_smoke_trail_and_inferno_drawn_where_they_are(coach, page):
+    """Right after seeks (paused): a smoke in flight with its trail from the throw, then the
+    smoke's circle where it landed and the inferno's area, each checked as the colour blended
+    over the overview image at the pixels the transform gives."""
+    seam, _, _ = coach
+    _open_recording(page, seam.url, "utility")
+    first, last = THROW["frames"]
+    row = THROW["row"]
+    mid = (first + last) // 2
+    page.evaluate(f"window.radar.seek({1000 + mid})")
+    page.wait_for_function(f"window.radar.tick === {1000 + mid}")
+    throw_x = _expected_px(THROW["x0"], 0)[0]
+    nade_x = _expected_px(THROW["x0"] + THROW["step"] * (mid - first), 0)[0]
+    trail_x = (throw_x + nade_x) / 2  # on the path already flown (the frames before the seek)
+    trail = tuple(np.round(_blend((207, 207, 207), 0.6, _backdrop_at(trail_x, row))).astype(int))
+    _wait_near_pixel(page, trail_x, row, trail)
+    ahead = nade_x + (nade_x - throw_x) / 2  # where it has not flown yet: the backdrop only
+    assert _pixel(page, "radar", ahead, row)[:3] == list(_backdrop_at(ahead, row))
+
+    page.evaluate(f"window.radar.seek({1000 + 150})")  # the smoke burst at frame 84, a second ago
+    page.wait_for_function("window.radar.tick === 1150")
+    smoke_x = _expected_px(THROW["x0"] + THROW["step"] * (last - first), 0)[0]
+    radius = 144 / MIRAGE["scale"]
+    for dx, dy in ((-0.75, 0), (0.75, 0), (0, -0.75), (0, 0.75)):
+        x, y = smoke_x + dx * radius, row + dy * radius
+        _wait_near_pixel(page, x, y, tuple(np.round(_blend((200,) * 3, 0.5, _backdrop_at(x, y)))))
+    outside = smoke_x - 1.25 * radius
+    assert _pixel(page, "radar", outside, row)[:3] == list(_backdrop_at(outside, row))
+    # The inferno: its fires' square filled (orange at 45 %) inside, backdrop beyond its rim.
+    (left, top), (right, bottom) = _expected_px(0, 0), _expected_px(400, -400)
+    centre = ((left + right) / 2, (top + bottom) / 2)
+    fill = tuple(np.round(_blend((255, 110, 0), 0.45, _backdrop_at(*centre))).astype(int))
+    _wait_near_pixel(page, *centre, fill)
+    beyond = (right + 15, centre[1])
+    assert _pixel(page, "radar", *beyond)[:3] == list(_backdrop_at(*beyond))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "radar-utility.png"))
+
+
+def _wait_near_pixel(page, x: float, y: float, rgb: tuple, tolerance: int = 2) -> None:
+    """Waits until the canvas pixel at (x, y) is ``rgb`` within ``tolerance`` per channel."""
+    wanted = json.dumps([int(v) for v in rgb])
+    try:
+        page.wait_for_function(
+            f"Array.from(document.getElementById('radar').getContext('2d')"
+            f".getImageData({int(x)}, {int(y)}, 1, 1).data).slice(0, 3)"
+            f".every((v, i) => Math.abs(v - {wanted}[i]) <= {tolerance})"
+        )
+    except Exception:
+        pytest.fail(f"pixel ({int(x)}, {int(y)}) is {_pixel(page, 'radar', x, y)}, not {rgb}")
+
+
+def test_score_and_round_clock_after_seeks_across_a_side_switch(coach, page):
+    """The score is each side's rounds in the frame shown, right after any seek: from the
+    halftime switch on, the totals (and team names) have swapped sides. The clock counts the
+    round's time from the end of its freeze time."""
+    seam, _, _ = coach
+    _open_recording(page, seam.url, "halves")
+    cases = [  # frame index -> score, clock
+        (HALF + 200, "Blue 0 : 1 Orange", "round 2 · 0:02"),  # after the switch: swapped
+        (300, "Orange 0 : 0 Blue", "round 1 · 0:03"),
+        (560, "Orange 1 : 0 Blue", "round 1 · 0:07 (round over)"),  # T won it at frame 500
+        (HALF + 10, "Blue 0 : 1 Orange", "round 2 · 0:00 (freeze time)"),
+        (HALF + 64 + 5 * 64, "Blue 0 : 1 Orange", "round 2 · 0:05"),
+        (HALF + 560, "Blue 0 : 2 Orange", "round 2 · 0:07 (round over)"),
+        (2 * HALF + 100, "Blue 0 : 2 Orange", "round 3 · 0:00"),
+    ]
+    for index, score, clock in cases:
+        page.evaluate(f"window.radar.seek({1000 + index})")
+        page.wait_for_function(f"window.radar.tick === {1000 + index}")
+        try:
+            page.wait_for_function(
+                f"document.getElementById('score').textContent === {json.dumps(score)}"
+                f" && document.getElementById('clock').textContent.startsWith({json.dumps(clock)})"
+            )
+        except Exception:
+            shown = page.evaluate(
+                "['score', 'clock'].map((id) => document.getElementById(id).textContent)"
+            )
+            pytest.fail(f"at frame {index}: {shown}, expected {score!r} and {clock!r}...")
+
+
+def test_players_drawn_on_a_grid_while_the_backdrop_loads(coach, page):
+    """While /maps/<map> is on its way (an occupancy backdrop can take seconds to build on
+    first use), players and panels are shown on a plain grid; the map follows when it comes."""
+    seam, recording, _ = coach
+    held = _hold(page, "**/maps/de_mirage")
+    page.goto(seam.url + "/")
+    page.click("#recordings button[data-id=coach]")
+    _wait_for(page, lambda: held)
+    page.wait_for_function("window.radar.tick !== null")
+    page.wait_for_function(
+        "document.querySelectorAll('#team-T li, #team-CT li').length === 4"
+        " && document.getElementById('map-label').textContent.includes('loading')"
+    )
+    pixels = _team_pixels(page)
+    assert len(pixels["T"]) > 2 * 100 and len(pixels["CT"]) > 2 * 100  # four discs drawn
+    held[0].continue_()
+    page.wait_for_function("window.radar.map.source === 'overview'")
+    first = recording.frame(0)["players"][0]
+    _wait_pixel(page, "radar", *_expected_px(first["x"], first["y"]), TEAM_RGB[first["team"]])
+    zero = _expected_px(0.0, 0.0)
+    _wait_pixel(page, "radar", *zero, _backdrop_at(*zero))
+
+
+def test_switching_recordings_while_a_map_loads_keeps_the_new_map(coach, page):
+    """Open a de_inferno recording, switch to a de_mirage one before de_inferno's map arrives:
+    de_inferno's late answer must not replace de_mirage's transform."""
+    seam, recording, _ = coach
+    held = _hold(page, "**/maps/de_inferno")
+    page.goto(seam.url + "/")
+    page.click("#recordings button[data-id=elsewhere]")
+    _wait_for(page, lambda: held)
+    page.click("#recordings button[data-id=coach]")
+    page.wait_for_function("window.radar.map && window.radar.map.source === 'overview'")
+    with page.expect_request_finished(lambda r: "/maps/de_inferno/image" in r.url):
+        held[0].continue_()  # de_inferno's answer lands now, then its image loads
+    _rafs(page)
+    info = page.evaluate("window.radar.map")
+    assert (info["source"], info["pos_x"], info["scale"]) == ("overview", -3230, 5)
+    pixels = _team_pixels(page)
+    for player in recording.frame(0)["players"]:  # paused at the first frame
+        assert _near(pixels[player["team"]], *_expected_px(player["x"], player["y"])), player
+    zero = _expected_px(0.0, 0.0)
+    assert _pixel(page, "radar", *zero)[:3] == list(_backdrop_at(*zero))
+
+
+def _hold(page, pattern: str) -> list:
+    """Requests matching ``pattern`` are held (not sent) until the test continues them."""
+    held: list = []
+    page.route(pattern, lambda route: held.append(route))
+    return held
+
+
+def _wait_for(page, condition, timeout_s: float = WAIT_MS / 1000) -> None:
+    """Waits for a condition on the test's side, letting the page and its routes run."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        page.wait_for_timeout(20)
 
 
 def test_compressed_ticks_are_inflated_by_the_browser(coach, page):
@@ -707,9 +1056,14 @@ def test_live_gsi_match_moves_and_shows_a_stale_feed(gsi, page):
     page.click(f"#streams button[data-kind=live][data-id='{GSI_MATCH}']")
     page.wait_for_function("window.radar.connected && window.radar.tick !== null")
     assert page.evaluate("window.radar.session.deflate")
-    before = page.evaluate("JSON.stringify(window.radar.positions)")
-    page.wait_for_function(f"JSON.stringify(window.radar.positions) !== {json.dumps(before)}")
-    assert len(page.evaluate("window.radar.positions")) >= 5  # ten players, some dead
+    # Players are drawn, and the canvas's team-coloured pixels change: they move.
+    page.wait_for_function("window.radar.map && window.radar.map.source !== 'fitted'")
+    before = _team_pixels(page)
+    assert len(before["T"]) + len(before["CT"]) > 5 * 100  # ten players, some may be dead
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while _team_pixels(page) == before:
+        assert time.monotonic() < deadline, "no player moved on the canvas"
+        _rafs(page, 10)
     assert page.is_hidden("#stale")
     poster.running.clear()  # the feed stops
     page.wait_for_selector("#stale", state="visible", timeout=30_000)
@@ -739,3 +1093,51 @@ def test_live_gsi_match_dvr_goes_back_and_returns_to_the_live_edge(gsi, page):
     )
     page.keyboard.press("l")  # back to the live edge
     page.wait_for_function("window.radar.session.liveEdge === true")
+
+
+def _server_events(http_url: str) -> list[dict]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{http_url}/recordings/{GSI_MATCH}/events", timeout=10) as r:
+        return json.loads(r.read())["events"]
+
+
+def test_live_gsi_match_dvr_shows_the_events_so_far(gsi, page):
+    """The DVR of a match still being played: markers for its kills so far on the timeline
+    and a kill feed after a seek, from the live match's events index, which the page fetches
+    again as the match goes on. Needs the server to build that index while the match is
+    played (GET /recordings/<match>/events: the events so far, as for a recording)."""
+    http_url, _ = gsi
+    page.goto(http_url + "/")
+    _wait_listed(page, "replay")
+    page.click(f"#streams button[data-kind=replay][data-id='{GSI_MATCH}']")
+    page.wait_for_function("window.radar.connected && window.radar.session.live")
+    # The capture's first kills come about 17 s into the match.
+    deadline = time.monotonic() + 90
+    while len(kills := [e for e in _server_events(http_url) if e["type"] == "kill"]) < 2:
+        assert time.monotonic() < deadline, (
+            f"GET /recordings/{GSI_MATCH}/events has no two kills after 90 s of the match"
+            " (the server builds a live match's index as it is played)"
+        )
+        page.wait_for_timeout(500)
+    kills = kills[:2]
+    # The page is paused at the first frame: these kills come from the index, not frames.
+    page.wait_for_function(
+        f"window.radar.markers.filter((m) => m.type === 'kill').length >= 2"
+        f" && window.radar.timeline.last > {kills[1]['tick']}",
+        timeout=30_000,
+    )
+    _rafs(page)
+    _assert_markers_drawn(page, kills)
+    tick = kills[1]["tick"] + 1
+    page.evaluate(f"window.radar.seek({tick})")
+    page.wait_for_function(f"window.radar.tick === {tick}")
+    expected = _feed(_server_events(http_url), tick)
+    assert len(expected) >= 2
+    as_js = json.dumps(json.dumps(expected, separators=(",", ":"), ensure_ascii=False))
+    try:
+        page.wait_for_function(f"JSON.stringify(window.radar.killFeed) === {as_js}")
+    except Exception:
+        pytest.fail(f"kill feed {page.evaluate('window.radar.killFeed')} != {expected}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "radar-live-dvr.png"))

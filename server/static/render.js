@@ -1,8 +1,11 @@
 // Drawing one picture of the radar: backdrop, utility, bomb, players (interpolated between
 // the frames around the playback position) and where the dead fell.
-import { SMOKE_RADIUS, kindOf } from "./utility.js";
+import { RADAR_SIZE } from "./maptransform.js";
+import { TEAM_COLOUR } from "./theme.js";
+import { INFERNO_SECONDS, SMOKE_RADIUS, kindOf } from "./utility.js";
 
-export const TEAM_COLOUR = { T: "#f0a030", CT: "#4a90e2" };
+const BACKGROUND = "#1c1f22";
+const GRID_COLOUR = "#2a2e33";
 const NADE_COLOUR = {
   smoke: "#cfcfcf", flash: "#ffffff", he: "#e04040", molotov: "#ff7a00",
   incendiary: "#ff7a00", decoy: "#9b7b55",
@@ -44,10 +47,10 @@ function interpolateNades({ a, b, f }) {
 }
 
 export class Renderer {
-  constructor(canvas, map) {
+  constructor(canvas) {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
-    this.map = map;
+    this.map = null; // the MapView drawn on (a new one per map load)
     this.lastSeen = new Map(); // name -> {x, y, z, team}: where the dead are drawn
   }
 
@@ -56,8 +59,33 @@ export class Renderer {
 
   reset() { this.lastSeen.clear(); }
 
+  /** The backdrop alone (nothing to show yet, or no map at all). */
   drawEmpty() {
-    this.map.drawBackdrop(this.ctx, this.size);
+    if (this.map?.ready) this.drawBackdrop();
+    else {
+      this.ctx.fillStyle = BACKGROUND;
+      this.ctx.fillRect(0, 0, this.size, this.size);
+    }
+  }
+
+  /** The level's image under the current view, else a plain grid over the radar square. */
+  drawBackdrop() {
+    const { ctx, size, map } = this;
+    ctx.fillStyle = BACKGROUND;
+    ctx.fillRect(0, 0, size, size);
+    const [x0, y0] = map.toCanvas([0, 0], size);
+    const [x1, y1] = map.toCanvas([RADAR_SIZE, RADAR_SIZE], size);
+    if (map.image) {
+      ctx.drawImage(map.image, x0, y0, x1 - x0, y1 - y0);
+      return;
+    }
+    ctx.strokeStyle = GRID_COLOUR;
+    ctx.lineWidth = 1;
+    const step = (x1 - x0) / 16;
+    for (let i = 0; i <= 16; i++) {
+      ctx.beginPath(); ctx.moveTo(x0 + i * step, y0); ctx.lineTo(x0 + i * step, y1); ctx.stroke();
+      ctx.beginPath(); ctx.moveTo(x0, y0 + i * step); ctx.lineTo(x1, y0 + i * step); ctx.stroke();
+    }
   }
 
   /** One picture; returns the players drawn (interpolated) for panels and tests. */
@@ -65,7 +93,7 @@ export class Renderer {
     const ctx = this.ctx;
     const frame = picked.a.frame;
     const players = interpolatePlayers(picked);
-    this.map.drawBackdrop(ctx, this.size);
+    this.drawBackdrop();
     this.drawUtility(frame, pos, keyRate, utility, picked);
     this.drawBomb(frame.bomb, players);
     const alive = new Set();
@@ -108,7 +136,7 @@ export class Renderer {
       ctx.stroke();
       const [cx, cy] = hull[0];
       const left = utility.infernoLeft(inferno.id, pos, keyRate);
-      this.countdown(cx, cy, left, left / 7, "#ffb060");
+      this.countdown(cx, cy, left, left / INFERNO_SECONDS, "#ffb060");
     }
     for (const burst of utility.bursts(pos, keyRate)) {
       const [x, y] = this.px(burst.x, burst.y);

@@ -1,7 +1,7 @@
 // One stream or recording being watched: the connection, its messages (docs/protocol.md) and
 // what they build up (frames, utility, events, clock). The page reacts through ``ui`` hooks.
 import { ArrivalClock, FrameBuffer, LiveClock, ReplayClock, nowS } from "./clock.js";
-import { EventsIndex } from "./events.js";
+import { EventsIndex, fetchEvents } from "./events.js";
 import { StreamClient } from "./protocol.js";
 import { Utility } from "./utility.js";
 
@@ -32,13 +32,19 @@ export class Session {
   /** Connects (the ``ui`` hooks may be called from here on). */
   start() {
     this.client.open();
-    if (this.kind === "replay") this.loadEvents();
   }
 
+  /** The events index of a replay: a recording's once (complete: frames add nothing), a live
+   * match's again on every poll (it grows; frames fill in between). */
   async loadEvents() {
-    const events = await EventsIndex.load(this.server, this.id);
-    if (!this.client.closed && (events.fromServer || !this.events.events.length)) this.events = events;
+    const events = await fetchEvents(this.server, this.id);
+    if (this.client.closed || !events) return;
+    this.events.merge(events);
+    this.events.complete = !this.live;
   }
+
+  /** Round start ticks: the events index's and the ``hello`` round timeline's. */
+  roundStarts() { return this.events.roundStarts(this.rounds); }
 
   close() { this.client.close(); }
   send(message) { this.client.send(message); }
@@ -96,6 +102,7 @@ export class Session {
       this.live = Boolean(msg.live);
       this.rounds = (msg.rounds || []).map((r) => r.tick);
       this.send({ type: "speed", value: this.speed0 }); // state + first frame follow hello
+      this.loadEvents();
     }
     this.ui.hello(info);
   }
@@ -126,6 +133,7 @@ export class Session {
     this.gen = gen;
     this.buffer.clear();
     this.utility.reset();
+    this.events.breakContinuity();
   }
 
   /** A new live epoch: frames and the picture of the old timeline mean nothing now. */
@@ -140,12 +148,13 @@ export class Session {
   onSkip(msg) {
     this.buffer.dropFrom(msg.to_seq);
     this.lastSeq = msg.to_seq - 1;
+    this.events.breakContinuity();
     this.ui.conn("open", `skipped ${msg.skipped ?? "?"} (${msg.reason})`);
   }
 
   onTicks(msg) {
     if (msg.fetch !== undefined) { // history before a seek (fetchHistory)
-      if (msg.fetch === this.gen) for (const frame of msg.frames) this.utility.observeHistory(frame.tick, frame);
+      if (msg.fetch === this.gen) for (const frame of msg.frames) this.utility.observe(frame.tick, frame);
       return;
     }
     let anchored = true; // the playback position is known for these frames
@@ -178,9 +187,10 @@ export class Session {
     this.ui.stale(this.stale);
   }
 
-  /** ``/streams`` says whether the feed is stale too (for clients that missed the message)
-   * and how far a live match has grown. */
-  async pollStale() {
+  /** Every few seconds: ``/streams`` says whether the feed is stale too (for clients that
+   * missed the message) and how far a live match has grown; a live match's events so far. */
+  async poll() {
+    if (this.live) this.loadEvents();
     try {
       const entry = (await this.server.streams()).find((e) => e.id === this.id);
       if (this.client.closed || !entry) return;

@@ -26,6 +26,10 @@ export class Timeline {
       this.preview = null;
       this.onSeek(this.tickAt(e.clientX));
     });
+    canvas.addEventListener("pointercancel", () => { // the browser took the pointer: no seek
+      this.dragging = false;
+      this.preview = null;
+    });
   }
 
   setRange(first, last) {

@@ -23,31 +23,22 @@ export class Utility {
     this.infernoStart = new Map(); // inferno id -> key first seen
   }
 
-  /** Takes note of one new frame (in key order). */
+  /** Takes note of a frame: one just received, or one from before the playback position
+   * (fetched after a seek), so a smoke thrown before the seek still counts down and a grenade
+   * in flight keeps its trail. Frames may come in any order and more than once. */
   observe(key, frame) {
     // Every detonation (nade_events, schema 2), else the frame's first one (nade_event).
-    const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
-    for (const e of detonations) this.events.push({ key, type: kindOf(e.type), x: e.x, y: e.y });
+    for (const e of frame.nade_events || (frame.nade_event ? [frame.nade_event] : [])) {
+      const type = kindOf(e.type);
+      if (!this.events.some((old) => old.key === key && old.type === type)) {
+        this.events.push({ key, type, x: e.x, y: e.y });
+      }
+    }
     for (const nade of frame.nades || []) {
       let trail = this.trails.get(nade.id);
-      if (!trail) this.trails.set(nade.id, (trail = { type: kindOf(nade.type), team: nade.team, points: [] }));
-      trail.points.push({ key, x: nade.x, y: nade.y });
-      if (trail.points.length > TRAIL_POINTS) trail.points.shift();
-      trail.lastKey = key;
-    }
-    for (const inferno of frame.infernos || []) {
-      if (!this.infernoStart.has(inferno.id)) this.infernoStart.set(inferno.id, key);
-    }
-  }
-
-  /** Takes note of a frame from before the playback position (fetched after a seek): its
-   * detonations and infernos, so a smoke thrown before the seek still counts down. */
-  observeHistory(key, frame) {
-    const detonations = frame.nade_events || (frame.nade_event ? [frame.nade_event] : []);
-    for (const e of detonations) {
-      if (!this.events.some((old) => old.key === key && old.type === kindOf(e.type))) {
-        this.events.push({ key, type: kindOf(e.type), x: e.x, y: e.y });
-      }
+      if (!trail) this.trails.set(nade.id, (trail = { type: kindOf(nade.type), team: nade.team, points: [], lastKey: key }));
+      addPoint(trail.points, { key, x: nade.x, y: nade.y });
+      trail.lastKey = Math.max(trail.lastKey, key);
     }
     for (const inferno of frame.infernos || []) {
       const known = this.infernoStart.get(inferno.id);
@@ -93,4 +84,13 @@ export class Utility {
     }
     return out;
   }
+}
+
+/** Inserts a trail point in key order (usually at the end), once per key; keeps the newest. */
+function addPoint(points, point) {
+  let at = points.length;
+  while (at > 0 && points[at - 1].key > point.key) at--;
+  if (at > 0 && points[at - 1].key === point.key) return;
+  points.splice(at, 0, point);
+  if (points.length > TRAIL_POINTS) points.shift();
 }
