@@ -594,6 +594,10 @@ class Recording:
         """Size of the whole file in bytes (when opened)."""
         return self._source.size
 
+    def file_status(self) -> os.stat_result | None:
+        """``fstat`` of the open file (what it is now, not what a path names); None in memory."""
+        return os.fstat(self._source.fd) if isinstance(self._source, _FileBytes) else None
+
     def _read(self, offset: int, length: int) -> bytes:
         try:
             return self._source.read(offset, length)

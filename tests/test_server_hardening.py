@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import urllib.request
 import msgpack
 import pytest
 import websockets
+from conftest import until
 from websockets.asyncio.client import connect
 
 from server.config import ConfigError, ServerConfig, validate
@@ -60,16 +63,25 @@ async def test_odd_http_requests_get_4xx_never_500(start_app, write_tiny):
     write_tiny()
     app = await start_app(live=["tiny"], token="s3cret")
     heads = {
-        "NUL in the path": b"GET /recordings/a\x00b/file HTTP/1.1\r\nHost: x\r\n\r\n",
-        "escaped NUL": b"GET /recordings/a%00b/file?token=s3cret HTTP/1.1\r\nHost: x\r\n\r\n",
-        "two Range headers": b"GET /recordings/tiny/file?token=s3cret HTTP/1.1\r\nHost: x\r\n"
-        b"Range: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n",
-        "two Authorization headers": b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
-        b"Authorization: Bearer s3cret\r\nAuthorization: Bearer other\r\n\r\n",
+        "NUL in the path": (b"GET /recordings/a\x00b/file HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        "escaped NUL": (
+            b"GET /recordings/a%00b/file?token=s3cret HTTP/1.1\r\nHost: x\r\n\r\n",
+            404,
+        ),
+        "two Range headers": (
+            b"GET /recordings/tiny/file?token=s3cret HTTP/1.1\r\nHost: x\r\n"
+            b"Range: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n",
+            400,
+        ),
+        "two Authorization headers": (
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer s3cret\r\nAuthorization: Bearer other\r\n\r\n",
+            400,
+        ),
     }
-    for what, head in heads.items():
+    for what, (head, expected) in heads.items():
         status = await asyncio.to_thread(raw_request, app.http_port, head)
-        assert (400 <= status < 500 and status != 416) or status == 206, (what, status)
+        assert status == expected, (what, status)
     two_upgrades = (
         b"GET /live/tiny?token=s3cret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
@@ -106,6 +118,14 @@ async def test_cors_only_for_configured_origins(start_app, write_tiny):
         http, app, "/recordings", {"Origin": "https://radar.example"}, "OPTIONS"
     )
     assert status == 204 and "Authorization" in headers["Access-Control-Allow-Headers"]
+    for path, method, expected in (("/no/such/route", "GET", 404), ("/healthz", "POST", 405)):
+        for origin in ("https://radar.example", "https://evil.example"):  # aiohttp's own errors
+            status, headers, _ = await asyncio.to_thread(
+                http, app, path, {"Origin": origin}, method
+            )
+            assert status == expected and "Origin" in headers.get("Vary", ""), (path, origin)
+            allowed = headers.get("Access-Control-Allow-Origin")
+            assert allowed == (origin if "radar" in origin else None), (path, origin)
 
 
 async def test_the_catalogs_need_the_token_and_probes_do_not(start_app, write_tiny):
@@ -223,3 +243,83 @@ async def test_concurrent_downloads_are_bounded_and_health_answers(start_app, tm
         await asyncio.sleep(0.05)
     status, _, body = await asyncio.to_thread(http, app, "/recordings/big/file")
     assert status == 200 and body == (tmp_path / "big.eeict").read_bytes()
+
+
+async def test_a_download_whose_client_never_reads_frees_its_slot(start_app, tmp_path):
+    write_incompressible(tmp_path, "big", megabytes=24)  # more than the socket buffers hold
+    app = await start_app(live=["big"], max_downloads=1)
+    app.downloads.send_timeout = 1.0
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", app.http_port))
+    try:
+        stalled.sendall(b"GET /recordings/big/file HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: app.downloads.active == 1, 10, "the stalled download to start")
+        status, _, _ = await asyncio.to_thread(http, app, "/recordings/big/file")
+        assert status == 503  # its one slot is held...
+        await until(lambda: app.downloads.active == 0, 15, "the stalled download's slot")
+    finally:
+        stalled.close()
+    status, _, body = await asyncio.to_thread(http, app, "/recordings/big/file")  # ...not for good
+    assert status == 200 and body == (tmp_path / "big.eeict").read_bytes()
+
+
+async def test_a_download_never_follows_a_file_swapped_for_a_symlink(
+    start_app, write_tiny, tmp_path
+):
+    write_tiny("tiny", count=200)
+    write_tiny("rep", count=200)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"TOP SECRET " * 1000)
+    app = await start_app(live=["tiny"])
+    link = tmp_path / ".swap"
+    link.symlink_to(outside / "secret")
+    os.replace(link, tmp_path / "rep.eeict")  # the listed file is now a link out of the folder
+    status, _, body = await asyncio.to_thread(http, app, "/recordings/rep/file")
+    assert status == 409 and b"SECRET" not in body
+    answer = json.loads(body)
+    assert answer["error"] == "recording_changed" and "retry" in answer["message"]
+    await until(lambda: "rep.eeict" in app.catalog.refused, 10, "the rescan")
+    status, _, body = await asyncio.to_thread(http, app, "/recordings/rep/file")
+    assert status == 404 and b"SECRET" not in body
+    fd = os.open(tmp_path / "tiny.eeict", os.O_WRONLY)  # changed in place: not sent either
+    os.pwrite(fd, b"\0" * 10, 100)
+    os.close(fd)
+    status, _, body = await asyncio.to_thread(http, app, "/recordings/tiny/file")
+    assert status == 409 and json.loads(body)["error"] == "recording_changed"
+
+
+def raw_upgrade(port: int, path: bytes) -> bytes:
+    """A WebSocket upgrade to ``path`` sent by hand; everything the server sends until it closes."""
+    head = (
+        b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while data := sock.recv(4096):
+                answer += data
+                frames = answer.partition(b"\r\n\r\n")[2]
+                at = frames.find(b"\x88")  # the close frame (the error before it is shorter)
+                if at >= 0 and len(frames) >= at + 2 and len(frames) >= at + 2 + frames[at + 1]:
+                    break
+    return answer
+
+
+async def test_a_nul_in_a_websocket_path_is_an_unknown_stream(start_app, write_tiny, caplog):
+    write_tiny()
+    app = await start_app(live=["tiny"])
+    for path in (b"/live/a\x00b", b"/replay/a\x00b", b"/live/a%00b", b"/replay/a%00b",
+                 b"/demodata?stream=a%00b"):  # fmt: skip
+        answer = await asyncio.to_thread(raw_upgrade, app.port, path)
+        head, _, frames = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), (path, head)
+        assert b"unknown_stream" in frames and b"\x88" in frames, (path, frames)
+        close = frames[frames.index(b"\x88") :]
+        assert int.from_bytes(close[2:4], "big") == 4004, (path, close)
+    async with connect(ws_url(app, "/live/tiny")) as ws:  # the server goes on
+        assert (await recv(ws))["type"] == "hello"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
