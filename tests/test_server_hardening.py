@@ -10,16 +10,18 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import msgpack
 import pytest
 import websockets
-from conftest import until
+from conftest import tiny_frames, until
 from websockets.asyncio.client import connect
 
 from server.config import ConfigError, ServerConfig, validate
@@ -323,3 +325,136 @@ async def test_a_nul_in_a_websocket_path_is_an_unknown_stream(start_app, write_t
     async with connect(ws_url(app, "/live/tiny")) as ws:  # the server goes on
         assert (await recv(ws))["type"] == "hello"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+class Client:
+    """A WebSocket client reading in the background: messages (decoded), and the close code
+    and reason once it is closed."""
+
+    def __init__(self, ws, text: bool = False) -> None:
+        self.ws, self.text = ws, text
+        self.messages: list = []
+        self.closed: tuple[int | None, str | None] | None = None
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for data in self.ws:
+                self.messages.append(json.loads(data) if self.text else msgpack.unpackb(data))
+        self.closed = (self.ws.close_code, self.ws.close_reason)
+
+    def seqs(self, after: int = 0) -> list[int]:
+        return [
+            m["seq"] + i
+            for m in self.messages[after:]
+            if m.get("type") == "ticks"
+            for i in range(len(m["frames"]))
+        ]
+
+    def frames(self, after: int = 0) -> list[dict]:
+        return [f for m in self.messages[after:] if m.get("type") == "ticks" for f in m["frames"]]
+
+
+def _other_version(folder, first_tick: int) -> Path:
+    """A valid recording unlike the served ones (other size and ticks), outside the folder."""
+    from processing.recording import write_recording
+    from processing.source import SourceInfo
+
+    frames = tiny_frames(1000, first_tick=first_tick)
+    for frame in frames:
+        frame["players"].append(dict(frame["players"][0], sid=2, name="p2"))
+    path = folder / f"v{first_tick}.eeict"
+    write_recording(path, SourceInfo("de_mirage", 64, "v.dem", "0" * 64, "test"), frames)
+    return path
+
+
+@pytest.mark.parametrize("replacement", ["valid", "garbage"])
+async def test_a_recording_overwritten_in_place_ends_only_its_own_clients(
+    start_app, write_tiny, tmp_path, caplog, replacement
+):
+    for name in ("match", "rep", "other"):
+        write_tiny(name, count=3000)
+    spare = tmp_path.parent / f"{tmp_path.name}-spare"
+    spare.mkdir()
+    valid = _other_version(spare, first_tick=50_000)
+    garbage = spare / "garbage"
+    garbage.write_bytes(b"\0" * 200_000)
+    app = await start_app(live=["match", "other"], loop=True)
+    ws = {
+        name: await connect(ws_url(app, path))
+        for name, path in (("live", "/live/match"), ("legacy", "/demodata?stream=match"),
+                           ("replay", "/replay/rep"), ("other", "/live/other"),
+                           ("other_replay", "/replay/other"))
+    }  # fmt: skip
+    clients = {name: Client(sock, text=name == "legacy") for name, sock in ws.items()}
+    try:
+        for name in ("live", "other"):
+            await ws[name].send(msgpack.packb({"type": "subscribe", "buffer": 16}))
+        for name in ("replay", "other_replay"):
+            await ws[name].send(msgpack.packb({"type": "speed", "value": 8}))
+            await ws[name].send(msgpack.packb({"type": "play"}))
+
+        async def ask_for_more() -> None:  # the old client's pace: 16 ticks at a time
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    await ws["legacy"].send(json.dumps({"request": "more ticks"}))
+                    await asyncio.sleep(0.25)
+
+        asking = asyncio.create_task(ask_for_more())
+        await until(lambda: all(len(c.messages) > 20 for c in clients.values()), 10, "streaming")
+        marks = {name: len(c.messages) for name, c in clients.items()}
+        source = valid if replacement == "valid" else garbage
+        for name in ("match", "rep"):  # what cp does: truncate, then write over the same file
+            shutil.copyfile(source, tmp_path / f"{name}.eeict")
+
+        replay = clients["replay"]
+        await until(lambda: replay.closed is not None, 10, "the replay's close")
+        assert replay.closed[0] == 4010 and "changed" in replay.closed[1]
+        assert [m["code"] for m in replay.messages if m["type"] == "error"] == [
+            "recording_unreadable"
+        ]
+        live, legacy = clients["live"], clients["legacy"]
+        if replacement == "valid":  # played on from the new file, on the same clock
+            await until(lambda: live.closed is not None, 10, "the live subscriber's close")
+            assert live.closed[0] == 1012 and "replaced" in live.closed[1]  # reconnect, resume
+            last = live.seqs()[-1]
+            async with connect(ws_url(app, "/live/match")) as again:
+                await recv(again)
+                await again.send(msgpack.packb({"type": "subscribe", "resume_seq": last + 1}))
+                resumed = Client(again)
+                await until(lambda: len(resumed.seqs()) > 64, 10, "the resumed subscription")
+            seqs = resumed.seqs()
+            assert seqs == list(range(last + 1, last + 1 + len(seqs)))  # nothing lost or twice
+            assert all(f["tick"] >= 50_000 and len(f["players"]) == 2 for f in resumed.frames())
+            await until(lambda: legacy.messages[-1].get("tick", 0) >= 50_000, 10, "legacy frames")
+            assert legacy.closed is None  # the old client just goes on
+        else:  # stopped: its clients are told why
+            for client in (live, legacy):
+                await until(lambda c=client: c.closed is not None, 10, "the live clients' close")
+                assert client.closed[0] == 4010, client.closed
+            assert legacy.messages[-1]["error"] == "recording_unreadable"
+        for name in ("other", "other_replay"):  # everyone else carries on
+            count = len(clients[name].seqs(marks[name]))
+            await until(lambda n=name, c=count: len(clients[n].seqs(marks[n])) > c + 64, 10, name)
+            assert clients[name].closed is None
+        seqs = clients["other"].seqs()
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert app.healthy and (await asyncio.to_thread(http, app, "/readyz"))[0] == 200
+        assert (await asyncio.to_thread(http, app, "/streams"))[0] == 200
+
+        if replacement == "garbage":  # a valid file again: the stream resumes
+            shutil.copyfile(valid, tmp_path / "match.eeict")
+            async with connect(ws_url(app, "/live/match")) as again:
+                await recv(again)
+                await asyncio.sleep(4.0)  # past the stream's next look at its file
+                await again.send(msgpack.packb({"type": "subscribe", "buffer": 16}))
+                while (message := await recv(again))["type"] != "ticks":
+                    pass
+                assert message["frames"][0]["tick"] >= 50_000
+    finally:
+        asking.cancel()
+        for sock in ws.values():
+            await sock.close()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback in the log"
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert ("was replaced; playing the new one" if replacement == "valid" else "stopped") in logged
