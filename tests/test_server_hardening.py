@@ -178,12 +178,14 @@ async def test_pipelined_legacy_requests_each_get_a_burst(start_app, write_tiny)
     write_tiny()
     app = await start_app(live=["tiny"], loop=True)
     async with connect(ws_url(app, "/demodata")) as ws:
-        for _ in range(5):  # sent back to back, before reading anything
+        for _ in range(50):  # sent back to back, before reading anything
             await ws.send(json.dumps({"request": "more ticks"}))
-        ticks = [json.loads(await asyncio.wait_for(ws.recv(), 15))["tick"] for _ in range(96)]
-        with pytest.raises(TimeoutError):  # 1 unasked + 5 asked bursts, then nothing
+        # 1 unasked + 50 asked bursts of 16: 12.75 s of frames, so the last ones are held
+        # until the client is less than 10 s ahead, and still sent.
+        ticks = [json.loads(await asyncio.wait_for(ws.recv(), 15))["tick"] for _ in range(816)]
+        with pytest.raises(TimeoutError):  # then nothing more
             await asyncio.wait_for(ws.recv(), 0.5)
-    assert ticks == list(range(ticks[0], ticks[0] + 96))
+    assert ticks == list(range(ticks[0], ticks[0] + 816))
 
 
 async def test_deeply_nested_json_on_demodata_gets_an_error(start_app, write_tiny):
@@ -458,3 +460,73 @@ async def test_a_recording_overwritten_in_place_ends_only_its_own_clients(
     assert not [r for r in caplog.records if r.exc_info], "no traceback in the log"
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert ("was replaced; playing the new one" if replacement == "valid" else "stopped") in logged
+
+
+async def test_client_messages_over_16_kib_get_too_large_and_over_64_kib_close_1009(
+    start_app, write_tiny
+):
+    write_tiny()
+    app = await start_app(live=["tiny"], loop=True)
+    async with connect(ws_url(app, "/live/tiny"), max_size=None) as ws:
+        await recv(ws)  # hello
+        for size in (16 * 1024 + 1, 40 * 1024, 64 * 1024):  # refused, the connection stays
+            await ws.send(b"\x80" * size)
+            error = await recv(ws)
+            assert error["code"] == "too_large" and str(size) in error["message"]
+        await ws.send(msgpack.packb({"type": "ping", "id": "still here"}))
+        assert (await recv(ws))["id"] == "still here"
+        await ws.send(b"\x80" * (64 * 1024 + 1))  # websockets' default (1 MiB) would take it
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await recv(ws)
+    assert closed.value.rcvd.code == 1009
+
+
+async def test_a_connection_holds_at_most_4_unread_messages(start_app, write_tiny, monkeypatch):
+    """A session that stops reading (here: its handler held) makes the server stop reading its
+    socket after 4 queued messages (websockets' default is 16 of up to 1 MiB each)."""
+    from server.live_session import LiveSession
+
+    held = asyncio.Event()
+    real_apply = LiveSession._apply
+
+    async def slow_apply(self, request):
+        await held.wait()
+        return await real_apply(self, request)
+
+    monkeypatch.setattr(LiveSession, "_apply", slow_apply)
+    write_tiny()
+    app = await start_app(live=["tiny"], loop=True)
+    async with connect(ws_url(app, "/live/tiny")) as ws:
+        await recv(ws)  # hello
+        (server_side,) = app._server.connections
+        for n in range(6):  # the first is held in the handler, then 5 > 4 queued
+            await ws.send(msgpack.packb({"type": "ping", "id": n}))
+        await until(lambda: not server_side.transport.is_reading(), 5, "reading to pause")
+        held.set()
+        pongs = [(await recv(ws))["id"] for _ in range(6)]
+    assert pongs == list(range(6))  # nothing was lost: reading resumed
+
+
+async def test_an_unexpected_exception_is_answered_internal_error_and_logged_once(
+    start_app, write_tiny, monkeypatch, caplog
+):
+    from server.replay_session import ReplaySession
+
+    def broken_apply(self, request, now):
+        raise RuntimeError("a bug met by this request")
+
+    monkeypatch.setattr(ReplaySession, "_apply", broken_apply)
+    write_tiny()
+    app = await start_app(live=["tiny"])
+    async with connect(ws_url(app, "/replay/tiny")) as ws:
+        for n in range(3):
+            await ws.send(msgpack.packb({"type": "ping", "id": n}))
+        errors = []
+        while len(errors) < 3:
+            message = await recv(ws)
+            if message["type"] == "error":
+                errors.append(message)
+    assert [(e["code"], e["request"]) for e in errors] == [("internal_error", n) for n in range(3)]
+    logged = [r for r in caplog.records if r.name == "server.session_errors"]
+    assert len(logged) == 1 and logged[0].exc_info and "logged once" in logged[0].getMessage()
