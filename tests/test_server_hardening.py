@@ -530,3 +530,19 @@ async def test_an_unexpected_exception_is_answered_internal_error_and_logged_onc
     assert [(e["code"], e["request"]) for e in errors] == [("internal_error", n) for n in range(3)]
     logged = [r for r in caplog.records if r.name == "server.session_errors"]
     assert len(logged) == 1 and logged[0].exc_info and "logged once" in logged[0].getMessage()
+
+
+async def test_a_server_without_a_token_says_so_in_one_warning(start_app, write_tiny, caplog):
+    from server.app import open_server_warning
+
+    write_tiny()
+    await start_app(live=["tiny"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if w.startswith("no --token")]) == 1, warnings
+    assert "every local user" in warnings[0] and "set --token (EEICT_TOKEN)" in warnings[0]
+    caplog.clear()
+    await start_app(live=["tiny"], token="s3cret")
+    assert not [r for r in caplog.records if "--token" in r.getMessage()]
+    public = open_server_warning(ServerConfig(host="0.0.0.0", allow_open=True))
+    assert public is not None and "anyone who can reach it (--allow-open)" in public
+    assert "0.0.0.0" in public and "\n" not in public
