@@ -546,3 +546,37 @@ async def test_a_server_without_a_token_says_so_in_one_warning(start_app, write_
     public = open_server_warning(ServerConfig(host="0.0.0.0", allow_open=True))
     assert public is not None and "anyone who can reach it (--allow-open)" in public
     assert "0.0.0.0" in public and "\n" not in public
+
+
+async def test_hostile_recordings_before_and_while_running_are_listed_as_refused(
+    start_app, write_tiny, tmp_path
+):
+    from test_catalog import hostile_files
+    from test_recording_hostile import _swap_metadata, valid
+
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    write_tiny()
+    before = hostile_files(tmp_path, outside)  # bombs, a FIFO, a symlink, bad metadata, ...
+    app = await start_app(live=["tiny"])
+    assert (await asyncio.to_thread(http, app, "/readyz"))[0] == 200
+    status, _, body = await asyncio.to_thread(http, app, "/recordings")
+    assert status == 200 and {r["file"] for r in json.loads(body)["refused"]} == before
+    later = {  # what made /recordings and /events answer 500 or raise RecursionError
+        "roster-bytes.eeict": valid(roster=[{"sid": 1, "name": "p", "team": "T", "x": b"\0"}]),
+        "events-bytes.eeict": valid(events=[{"tick": 100, "type": "kill", "killer": b"p"}]),
+        "deep.eeict": _swap_metadata(valid(extra="DEEP"), b"\xa4DEEP", b"\x91" * 1000 + b"\xc0"),
+        "nan.eeict": valid(extra={"x": float("nan")}),
+    }
+    for name, data in later.items():
+        (tmp_path / f".{name}.tmp").write_bytes(data)
+        os.replace(tmp_path / f".{name}.tmp", tmp_path / name)
+    await until(lambda: set(later) <= set(app.catalog.refused), 10, "the rescan")
+    for path in ("/readyz", "/recordings", "/recordings/tiny/events", "/streams"):
+        status, _, body = await asyncio.to_thread(http, app, path)
+        assert status == 200, (path, body[:200])
+    answer = json.loads((await asyncio.to_thread(http, app, "/recordings"))[2])
+    assert [r["id"] for r in answer["recordings"]] == ["tiny"]
+    assert {r["file"] for r in answer["refused"]} == before | set(later)
+    status, _, _ = await asyncio.to_thread(http, app, "/recordings/deep/events")
+    assert status == 404
