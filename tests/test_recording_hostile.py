@@ -519,3 +519,19 @@ def test_process_goes_on_when_one_demo_raises_an_unexpected_exception(
     assert "crafted.dem: FAILED, unexpected KeyError" in capsys.readouterr().err
     assert Recording.open(out / "nade.eeict").frame_count > 0
     assert not (out / "crafted.eeict").exists()
+
+
+def test_inspect_shows_names_from_the_file_on_one_line_each(tmp_path, capsys):
+    from processing.commands import inspect
+
+    forged = "de_mirage\n     forged: \x1b[31mred"
+    teams = {"t": "A\nB", "ct": "\x1b[2J"}
+    roster = [{"sid": 1, "name": "p1\rX", "team": "T"}]
+    path = tmp_path / "named.eeict"
+    path.write_bytes(valid(map=forged, teams=teams, roster=roster))
+    assert inspect(path, as_json=False) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    lines = out.splitlines()
+    assert len(lines) == len(Recording.open(path).meta) + 1  # one line per key, and the size
+    assert f"map: {forged!r}" in out and "'p1\\rX' (T)" in out and '"A\\nB"' in out
