@@ -4,7 +4,10 @@ One asyncio task per stream. A recorded stream is due at each frame time; a matc
 woken by whoever appends its frames or changes its state (``wake()``).
 
 A recorded stream's file may be overwritten in place while it plays (a plain ``cp`` over it):
-reads then raise RecordingError. The driver never dies of that: if the file is now a valid
+reads then raise RecordingError, and the driver also sees the open file's size or mtime change
+(every FILE_CHECK_S, so even a stream nobody reads is noticed, and a new file whose bytes
+happen to read cleanly is never served through the old index). The driver never dies of
+that: if the file is now a valid
 recording it plays on from it (same clock, same seqs; subscribers are closed with 1012 and
 resume), else the stream stops, its subscribers are closed with 4010 and a reason, and it
 resumes once the file is valid again.
@@ -17,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 # stream stops: a copy still being written over it has usually finished by then.
 REOPEN_PAUSES_S = (0.1, 0.2, 0.4, 0.8)
 STOPPED_RECHECK_S = 2.0  # a stopped stream looks at its file this often (as the catalog does)
+FILE_CHECK_S = 2.0  # a playing stream checks that its open file is unchanged this often
 REPLACED_REASON = "the recording's file was replaced: reconnect and resume"
 
 _stopped: weakref.WeakKeyDictionary[LiveStream, str] = weakref.WeakKeyDictionary()
@@ -61,6 +66,7 @@ class LiveDriver:
         self.task: asyncio.Task[None] | None = None  # set by whoever starts run()
         self._tried: tuple[int, int] | None = None  # (size, mtime_ns) of a file found invalid
         self._failure: tuple[LiveFeed, RecordingError] | None = None  # reported by a reader
+        self._checked_at = time.monotonic()
         _drivers[stream] = self
 
     def failed(self, feed: LiveFeed, exc: RecordingError) -> None:
@@ -82,6 +88,8 @@ class LiveDriver:
                 await self._while_stopped()
                 continue
             failure, self._failure = self._failure, None
+            if failure is None:
+                failure = self._file_changed()
             if failure is not None and failure[0] is stream.feed:  # not an already replaced one
                 await self._recording_failed(failure[1])
                 continue
@@ -98,6 +106,23 @@ class LiveDriver:
             delay = max(0.0, wake_at - self.clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _file_changed(self) -> tuple[LiveFeed, RecordingError] | None:
+        """A failure to act on if the open file was changed in place (checked now and then)."""
+        now = time.monotonic()
+        feed = self.stream.feed
+        if now - self._checked_at < FILE_CHECK_S or not isinstance(feed, Timeline):
+            return None
+        self._checked_at = now
+        recording = feed.store
+        try:
+            status = recording.file_status()
+        except OSError:
+            return None
+        if status is None or (status.st_size, status.st_mtime_ns) == recording.stamp:
+            return None
+        name = shown(Path(recording.name).name)
+        return feed, RecordingError(f"{name}: overwritten in place while it was played")
 
     async def _recording_failed(self, exc: RecordingError) -> None:
         """Play on from a valid new file, or stop the stream and close its subscribers."""

@@ -316,6 +316,7 @@ def raw_upgrade(port: int, path: bytes) -> bytes:
 async def test_a_nul_in_a_websocket_path_is_an_unknown_stream(start_app, write_tiny, caplog):
     write_tiny()
     app = await start_app(live=["tiny"])
+    caplog.clear()  # what starting logs
     for path in (b"/live/a\x00b", b"/replay/a\x00b", b"/live/a%00b", b"/replay/a%00b",
                  b"/demodata?stream=a%00b"):  # fmt: skip
         answer = await asyncio.to_thread(raw_upgrade, app.port, path)
@@ -392,8 +393,8 @@ async def test_a_recording_overwritten_in_place_ends_only_its_own_clients(
     try:
         for name in ("live", "other"):
             await ws[name].send(msgpack.packb({"type": "subscribe", "buffer": 16}))
-        for name in ("replay", "other_replay"):
-            await ws[name].send(msgpack.packb({"type": "speed", "value": 8}))
+        for name, speed in (("replay", 4), ("other_replay", 1)):  # other: 47 s, never ends here
+            await ws[name].send(msgpack.packb({"type": "speed", "value": speed}))
             await ws[name].send(msgpack.packb({"type": "play"}))
 
         async def ask_for_more() -> None:  # the old client's pace: 16 ticks at a time
@@ -580,3 +581,20 @@ async def test_hostile_recordings_before_and_while_running_are_listed_as_refused
     assert {r["file"] for r in answer["refused"]} == before | set(later)
     status, _, _ = await asyncio.to_thread(http, app, "/recordings/deep/events")
     assert status == 404
+
+
+async def test_a_live_stream_nobody_watches_notices_its_file_overwritten(
+    start_app, write_tiny, tmp_path
+):
+    write_tiny("match", count=3000)
+    write_tiny("other", count=300)
+    app = await start_app(live=["match", "other"], loop=True)
+    shutil.copyfile(tmp_path / "other.eeict", tmp_path / "match.eeict")  # cp, nobody subscribed
+    await asyncio.sleep(3.0)  # past the driver's next look at its open file
+    async with connect(ws_url(app, "/live/match")) as ws:
+        await recv(ws)
+        await ws.send(msgpack.packb({"type": "subscribe", "buffer": 16}))
+        client = Client(ws)
+        await until(lambda: client.closed is not None or len(client.seqs()) > 64, 10, "frames")
+        assert client.closed is None  # served the new file: it was replaced, not broken
+    assert all(f["tick"] < 400 for f in client.frames())  # tiny_frames(300): ticks 100..399
