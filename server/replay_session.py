@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from processing.recording import RecordingError
+from processing.recording import RecordingError, shown
 from server import protocol
 from server.config import DEFAULT_BUFFER_S
 from server.metrics import Metrics
@@ -32,6 +32,7 @@ REPLAY_REQUESTS = frozenset(
 )
 MAX_BUFFER_S = 30.0
 OUTBOX_LIMIT = 64
+FILE_CHECK_S = 2.0  # how often a session checks that its recording's file is unchanged
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,11 @@ class ReplaySession:
         )
 
     async def _write_loop(self, reader: asyncio.Task[None]) -> None:
+        checked_at = time.monotonic()
         while not reader.done():
+            if time.monotonic() - checked_at >= FILE_CHECK_S:  # cp over it reads cleanly too
+                checked_at = time.monotonic()
+                self._check_file()
             while not self.outbox.empty():
                 await self._send(self.outbox.get_nowait())
             messages, wake = self.playback.poll(time.monotonic())
@@ -143,6 +148,13 @@ class ReplaySession:
             timeout = None if wake is None else max(0.0, wake - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _check_file(self) -> None:
+        """Raise RecordingError if the recording's open file was changed in place."""
+        file_status = getattr(self.store, "file_status", None)  # a live match has no file
+        status = file_status() if file_status is not None else None
+        if status is not None and (status.st_size, status.st_mtime_ns) != self.store.stamp:
+            raise RecordingError(f"{shown(self.store.name)}: overwritten in place while played")
 
     async def _send(self, message: bytes) -> None:
         await self.connection.send(message)
