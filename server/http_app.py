@@ -234,13 +234,13 @@ class Downloads:
             response.set_status(304)
             return response
         try:
-            start, stop = _byte_range(request, size, etag, mtime_ns / 1e9)
+            start, stop, ranged = _byte_range(request, size, etag, mtime_ns / 1e9)
         except ValueError:
             return error(
                 416, "bad_range", f"the file has {size} bytes; ask for one range within it",
                 **{"Content-Range": f"bytes */{size}"},
             )  # fmt: skip
-        if (start, stop) != (0, size):
+        if ranged:
             response.set_status(206)
             response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         response.headers["X-Checksum-SHA256"] = await asyncio.to_thread(entry.sha256)
@@ -299,18 +299,19 @@ def _file_changed(entry: Entry) -> str | None:
     return None
 
 
-def _byte_range(request: web.Request, size: int, etag: str, mtime: float) -> tuple[int, int]:
-    """The bytes [start, stop) a request asks for: all of them, or its one ``Range`` (ignored
-    when an ``If-Range`` names another version). ValueError: a range not within the file."""
+def _byte_range(request: web.Request, size: int, etag: str, mtime: float) -> tuple[int, int, bool]:
+    """The bytes [start, stop) a request asks for, and whether that is a range (206): all of
+    them, or its one ``Range`` (ignored when an ``If-Range`` names another version).
+    ValueError: a range not within the file."""
     if_range = request.headers.get("If-Range")
     if if_range is not None:
         date = request.if_range
         if if_range.strip() != f'"{etag}"' and (date is None or date.timestamp() < int(mtime)):
-            return 0, size
+            return 0, size, False
     given = request.http_range  # ValueError for a malformed or backwards range
     start, stop = given.start, given.stop
     if start is None:
-        return 0, size
+        return 0, size, False
     if start < 0:  # the last -start bytes
         start = max(0, size + start)
         stop = size
@@ -318,7 +319,7 @@ def _byte_range(request: web.Request, size: int, etag: str, mtime: float) -> tup
         stop = size if stop is None else min(stop, size)
     if start >= size:
         raise ValueError("range starts past the end")
-    return start, stop
+    return start, stop, True
 
 
 def describe_ports(ws_port: int | None, http_port: int | None) -> dict[str, Any]:

@@ -249,7 +249,7 @@ async def test_concurrent_downloads_are_bounded_and_health_answers(start_app, tm
     assert status == 200 and body == (tmp_path / "big.eeict").read_bytes()
 
 
-async def test_a_download_whose_client_never_reads_frees_its_slot(start_app, tmp_path):
+async def test_a_download_whose_client_never_reads_frees_its_slot(start_app, tmp_path, caplog):
     write_incompressible(tmp_path, "big", megabytes=24)  # more than the socket buffers hold
     app = await start_app(live=["big"], max_downloads=1)
     app.downloads.send_timeout = 1.0
@@ -266,6 +266,8 @@ async def test_a_download_whose_client_never_reads_frees_its_slot(start_app, tmp
         stalled.close()
     status, _, body = await asyncio.to_thread(http, app, "/recordings/big/file")  # ...not for good
     assert status == 200 and body == (tmp_path / "big.eeict").read_bytes()
+    assert "the client took nothing for 1 s; closed" in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
 
 
 async def test_a_download_never_follows_a_file_swapped_for_a_symlink(
