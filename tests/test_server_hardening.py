@@ -250,6 +250,7 @@ async def test_concurrent_downloads_are_bounded_and_health_answers(start_app, tm
 
 
 async def test_a_download_whose_client_never_reads_frees_its_slot(start_app, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="server.http_app")
     write_incompressible(tmp_path, "big", megabytes=24)  # more than the socket buffers hold
     app = await start_app(live=["big"], max_downloads=1)
     app.downloads.send_timeout = 1.0
