@@ -114,8 +114,20 @@ def inspect(path: Path, as_json: bool) -> int:
         return 0
     for key, value in meta.items():
         if key == "roster":
-            value = ", ".join(f"{p['name']} ({p['team']})" for p in value)
+            text = ", ".join(f"{shown(p['name'])} ({shown(p['team'])})" for p in value)
         elif key == "round_starts":
-            value = f"{len(value)} rounds: " + ", ".join(map(str, value))
-        print(f"{key:>15}: {value}")
+            text = f"{len(value)} rounds: " + ", ".join(map(str, value))
+        else:
+            text = _one_line(value)
+        print(f"{key:>15}: {text}")
     return 0
+
+
+def _one_line(value: object) -> str:
+    """A metadata value on one line: names come from the file, so a string that is not
+    printable is shown as its repr, and maps and lists as JSON (control characters escaped)."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)

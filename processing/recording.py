@@ -7,10 +7,12 @@ chunk decompressions, never decoding a frame. Layout and guarantees: docs/record
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import os
 import stat
 import struct
+import threading
 import weakref
 import zlib
 from collections import OrderedDict
@@ -246,8 +248,13 @@ _MAX_CHUNK_BYTES = 16 << 20  # one decompressed chunk; real ones are <= ~600 KiB
 _MAX_FRAMES_PER_CHUNK = 1 << 16  # the writer uses the tickrate (64 or 128)
 _MAX_RATIO = 256  # decompressed/compressed beyond _RATIO_FLOOR; real chunks and indexes <= ~100
 _RATIO_FLOOR = 4 << 20  # any part may decompress to this much whatever its compressed size
-_CACHE_BYTES = 8 << 20  # decompressed chunks kept per recording (~30 chunks of a 10-player match)
-_CACHE_CHUNKS = 32
+# Decompressed chunks kept for every open recording together (~100-300 real chunks); at least
+# twice the largest chunk, so any chunk can be cached rather than decompressed on every read.
+CHUNK_CACHE_BYTES = 64 << 20
+CHUNK_CACHE_CHUNKS = 4096  # tiny chunks: the entries' own overhead stays bounded too
+_MAX_META_BYTES = 16 << 20  # the metadata map; a real match's is ~50-300 KiB (its events)
+_MAX_META_DEPTH = 8  # nesting of metadata values; the writer's deepest is 3 (events' fields)
+_MAX_META_VALUES = 1 << 20  # values in the metadata, all levels together
 
 
 def _allowed_output(compressed: int) -> int:
@@ -285,7 +292,87 @@ def _str_map(value: Any) -> bool:
     )
 
 
-_roster_entry = _map_of({"sid": _is_int, "name": _is_str, "team": _is_str})
+def _str_map_or_nil(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
+    )
+
+
+def _exactly(fields: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    """A map having exactly ``fields`` (no other key), each passing its check."""
+    return lambda value: (
+        isinstance(value, dict)
+        and value.keys() == fields.keys()
+        and all(check(value[key]) for key, check in fields.items())
+    )
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+_roster_entry = _exactly({"sid": _is_int, "name": _is_str, "team": _is_str})
+
+# Each event type and the details it may carry (EventIndex; docs/recording-format.md). Details
+# are optional (nil where unknown), other keys are refused: events are served as they are.
+_name = _optional(_is_str)
+EVENT_DETAILS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "kill": {"killer": _name, "victim": _name, "weapon": _name, "is_hs": _optional(_is_bool)},
+    "plant": {"player": _name},
+    "defuse": {"player": _name},
+    "explode": {"player": _name},
+    "round_start": {},
+    "freeze_end": {},
+    "round_end": {
+        "winner": lambda v: v in ("T", "CT"),
+        "t_wins": _is_int,
+        "ct_wins": _is_int,
+    },
+}
+
+
+def _event(value: Any) -> bool:
+    if not (isinstance(value, dict) and _is_int(value.get("tick"))):
+        return False
+    details = EVENT_DETAILS.get(value.get("type"))  # type: ignore[arg-type]
+    return details is not None and all(
+        key in ("tick", "type") or (key in details and details[key](item))
+        for key, item in value.items()
+    )
+
+
+def json_safe_problem(value: Any, max_depth: int, max_values: int) -> str | None:
+    """What makes ``value`` unfit to serve as JSON, or None: only string keys, strings, ints,
+    finite floats, booleans, nil, lists and maps, nested at most ``max_depth`` levels, at most
+    ``max_values`` values in all. Iterative: no depth can exhaust Python's stack."""
+    stack, seen = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > max_values:
+            return f"more than {max_values} values"
+        if item is None or isinstance(item, str | int):  # bool is an int
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"a number that is not finite ({item})"
+            continue
+        if not isinstance(item, list | dict):
+            kind = type(item).__name__
+            return f"a value of type {kind} (only strings, numbers, booleans, nil, lists, maps)"
+        if depth >= max_depth:
+            return f"values nested deeper than {max_depth} levels"
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return "a map key that is not a string"
+            stack.extend((v, depth + 1) for v in item.values())
+        else:
+            stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 class MetaField(NamedTuple):
@@ -296,7 +383,7 @@ class MetaField(NamedTuple):
 
 
 # What a recording's metadata must hold before anything uses it (docs/recording-format.md).
-# Keys not listed are kept unchecked; a new key is one line here.
+# Keys not listed are kept if JSON-safe (json_safe_problem); a new key is one line here.
 META_FIELDS: tuple[MetaField, ...] = (
     MetaField("format_version", _is_int, "an integer"),
     MetaField("schema_version", _is_int, "an integer"),
@@ -312,7 +399,12 @@ META_FIELDS: tuple[MetaField, ...] = (
         f"an integer in 1..{_MAX_FRAMES_PER_CHUNK}",
     ),
     MetaField("teams", _str_map, "a map of strings to strings"),
-    MetaField("roster", _list_of(_roster_entry), "a list of {sid: int, name: str, team: str}"),
+    MetaField(
+        "settings_from", _str_map_or_nil, "a map of strings to strings or nil", required=False
+    ),
+    MetaField(
+        "roster", _list_of(_roster_entry), "a list of {sid: int, name: str, team: str}, no more"
+    ),
     MetaField("round_starts", _list_of(_is_int), "a list of integers"),
     MetaField("source_file", _is_str, "a string"),
     MetaField("source_sha256", _is_str, "a string"),
@@ -321,8 +413,8 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("created_at", _is_str, "a string"),
     MetaField(
         "events",
-        _list_of(lambda e: isinstance(e, dict) and _is_int(e.get("tick"))),
-        "a list of {tick: int, type: str, ...}",
+        _list_of(_event),
+        "a list of {tick: int, type: str} plus that type's details (docs/recording-format.md)",
     ),
     *(
         MetaField(
@@ -373,31 +465,75 @@ class _MemoryBytes:
         return data
 
 
-class _ChunkCache:
-    """Most recently read decompressed chunks, bounded by count and by bytes."""
+class ChunkCache:
+    """Decompressed chunks of every open recording, least recently used first out, bounded by
+    bytes and by count for the whole process (not per recording: a server may hold many).
 
-    def __init__(self, max_bytes: int, max_chunks: int) -> None:
+    Keyed by (recording, chunk index); a closed recording's chunks are dropped with it. Reads
+    run on the event loop and in worker threads (downloads, tools), hence the lock.
+    """
+
+    def __init__(self, max_bytes: int = CHUNK_CACHE_BYTES, max_chunks: int = CHUNK_CACHE_CHUNKS):
         self.max_bytes, self.max_chunks = max_bytes, max_chunks
-        self._chunks: OrderedDict[int, bytes] = OrderedDict()
+        self._chunks: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
         self.bytes = 0
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        with self._lock:
+            data = self._chunks.get(key)
+            if data is not None:
+                self._chunks.move_to_end(key)
+            return data
+
+    def put(self, key: tuple[int, int], data: bytes) -> None:
+        """Keep ``data``, evicting the oldest; a chunk over half the bound is not kept (it would
+        push out everything else)."""
+        with self._lock:
+            if 2 * len(data) > self.max_bytes or key in self._chunks:
+                return
+            self._chunks[key] = data
+            self.bytes += len(data)
+            while self.bytes > self.max_bytes or len(self._chunks) > self.max_chunks:
+                self.bytes -= len(self._chunks.popitem(last=False)[1])
+
+    def drop(self, owner: int) -> None:
+        """Forget one recording's chunks (it was closed, or a tool wants cold reads)."""
+        with self._lock:
+            for key in [key for key in self._chunks if key[0] == owner]:
+                self.bytes -= len(self._chunks.pop(key))
+
+    def owners(self) -> set[int]:
+        with self._lock:
+            return {owner for owner, _ in self._chunks}
+
+    def resize(self, max_bytes: int) -> None:
+        """A new bound (tests, or a server sized to its pod), evicting down to it at once."""
+        with self._lock:
+            self.max_bytes = max_bytes
+            while self.bytes > self.max_bytes:
+                self.bytes -= len(self._chunks.popitem(last=False)[1])
+
+
+CHUNK_CACHE = ChunkCache()
+_owners = itertools.count()
+
+
+class _RecordingChunks:
+    """One recording's view of CHUNK_CACHE."""
+
+    def __init__(self, cache: ChunkCache) -> None:
+        self.owner = next(_owners)
+        self._cache = cache
 
     def get(self, chunk: int) -> bytes | None:
-        data = self._chunks.get(chunk)
-        if data is not None:
-            self._chunks.move_to_end(chunk)
-        return data
+        return self._cache.get((self.owner, chunk))
 
     def put(self, chunk: int, data: bytes) -> None:
-        if len(data) > self.max_bytes or chunk in self._chunks:
-            return
-        self._chunks[chunk] = data
-        self.bytes += len(data)
-        while self.bytes > self.max_bytes or len(self._chunks) > self.max_chunks:
-            self.bytes -= len(self._chunks.popitem(last=False)[1])
+        self._cache.put((self.owner, chunk), data)
 
     def clear(self) -> None:
-        self._chunks.clear()
-        self.bytes = 0
+        self._cache.drop(self.owner)
 
 
 class Recording:
@@ -416,7 +552,8 @@ class Recording:
         self.stamp = stamp  # (size, mtime_ns) of the file when opened; (size, 0) in memory
         self._source = source
         self._decompressor = zstandard.ZstdDecompressor()
-        self._cache = _ChunkCache(_CACHE_BYTES, _CACHE_CHUNKS)
+        self._cache = _RecordingChunks(CHUNK_CACHE)
+        weakref.finalize(self, CHUNK_CACHE.drop, self._cache.owner)
         parsed = self._parse()
         self.meta, self.ticks, self._lengths, self._frame_offsets = parsed[:4]
         self._chunk_bounds, self._chunk_sizes = parsed[4:]
@@ -457,6 +594,10 @@ class Recording:
         """Size of the whole file in bytes (when opened)."""
         return self._source.size
 
+    def file_status(self) -> os.stat_result | None:
+        """``fstat`` of the open file (what it is now, not what a path names); None in memory."""
+        return os.fstat(self._source.fd) if isinstance(self._source, _FileBytes) else None
+
     def _read(self, offset: int, length: int) -> bytes:
         try:
             return self._source.read(offset, length)
@@ -493,6 +634,8 @@ class Recording:
             index_off + index_len != size - _FOOT.size
         ):
             raise self._fail("footer offsets do not match the file size (corrupt)")
+        if meta_len > _MAX_META_BYTES:
+            raise self._fail(f"metadata of {meta_len} bytes, over {_MAX_META_BYTES} (corrupt)")
         meta_bytes = self._read(meta_off, meta_len)  # both bounded by the file's size now
         index_bytes = self._read(index_off, index_len)
         if _checksum(meta_bytes, index_bytes, footer) != crc:
@@ -517,12 +660,18 @@ class Recording:
                     raise self._fail(f"metadata lacks {field.key!r}")
             elif not field.check(meta[field.key]):
                 raise self._fail(f"metadata {field.key!r} must be {field.expected}")
+        for key, value in meta.items():  # served as JSON (/recordings, events): all of it
+            if not isinstance(key, str):
+                raise self._fail("a metadata key is not a string")
+            problem = json_safe_problem(value, _MAX_META_DEPTH, _MAX_META_VALUES)
+            if problem is not None:
+                raise self._fail(f"metadata {key[:60]!r} holds {problem}")
         if count < 1 or count != meta["frame_count"]:
             raise self._fail("frame count does not add up (corrupt)")
         schema = meta["schema_version"]
         if schema != SCHEMA_VERSION:
             raise RecordingError(
-                f"{self.name}: frame schema version {schema}, this server reads "
+                f"{shown(self.name)}: frame schema version {schema}, this server reads "
                 f"{SCHEMA_VERSION}; run `eeict process` again on its source to re-create it"
             )
         return meta

@@ -27,7 +27,7 @@ from server.broker import make_broker, redact_url
 from server.builtin import load_builtin
 from server.catalog import Catalog
 from server.clock import steady_wall_clock
-from server.config import BUILTIN_STREAM, DEFAULT_BUFFER_S, ServerConfig
+from server.config import BUILTIN_STREAM, DEFAULT_BUFFER_S, ServerConfig, _is_loopback
 from server.follower import Follower, follow_broker
 from server.ingest import Ingest
 from server.legacy import serve_legacy
@@ -110,6 +110,8 @@ class App:
             "listening: WebSocket ws://%s:%d, HTTP http://%s:%d",
             config.host, self.port, config.host, self.http_port,
         )  # fmt: skip
+        if (warning := open_server_warning(config)) is not None:
+            log.warning("%s", warning)
         await asyncio.to_thread(self.catalog.scan)
         live_ids = config.live
         if not live_ids:
@@ -397,6 +399,19 @@ class App:
     def _rescan_for(self, name: str) -> tuple[str, FrameStore, dict[str, Any]] | None:
         self.catalog.scan_if_older(MISS_RESCAN_S)  # dropped in since the last scan?
         return self.find_replayable(name)
+
+
+def open_server_warning(config: ServerConfig) -> str | None:
+    """What the log says when no token protects the server (loopback, or --allow-open)."""
+    if config.token:
+        return None
+    who = "every local user" if _is_loopback(config.host) else "anyone who can reach it"
+    if config.allow_open:
+        who += " (--allow-open)"
+    return (
+        f"no --token: streams, recordings, downloads, /streams and /metrics on {config.host} "
+        f"are open to {who}; set --token (EEICT_TOKEN) to require one"
+    )
 
 
 def _ws_error(status: int, code: str, message: str) -> Response:

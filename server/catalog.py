@@ -8,6 +8,7 @@ hostile file costs one open, not one per scan. No file can stop a scan.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ class Entry:
     path: Path  # the file (built-in recordings live in a cache folder)
     stamp: tuple[int, int]  # (size, mtime_ns) the recording was opened at
     _sha256: str | None = None
+    _description: dict[str, Any] | None = None
 
     def sha256(self) -> str:
         """Checksum of the whole file, for downloads; computed once, on first use."""
@@ -42,6 +44,15 @@ class Entry:
         return self._sha256
 
     def describe(self) -> dict[str, Any]:
+        """The catalog entry (/recordings, replay's hello); made once, and checked to be
+        JSON so that no file can break an answer that lists it (raises if it is not)."""
+        if self._description is None:
+            description = self._make_description()
+            json.dumps(description, allow_nan=False)
+            self._description = description
+        return dict(self._description)
+
+    def _make_description(self) -> dict[str, Any]:
         meta = self.recording.meta
         return {
             "id": self.id,
@@ -75,6 +86,7 @@ class Catalog:
         self._builtin: set[str] = set()
         self._scan_lock = threading.Lock()  # scans run in worker threads; one at a time
         self._scanned_at = 0.0
+        self._undescribable: set[str] = set()  # ids whose description failed (logged once)
 
     def add_builtin(self, recording_id: str, recording: Recording, path: Path) -> Entry:
         """A recording that lives outside the folder (the generated match, a finished live match
@@ -126,8 +138,12 @@ class Catalog:
                 refused[path.name], refused_at[path.name] = reason, stamp
                 if self.refused.get(path.name) != reason:
                     log.warning("refused recording %r: %s", path.name, reason)
-        for gone in set(self.entries) - set(entries):
-            log.info("recording %r: file removed", gone)
+        for gone in sorted(set(self.entries) - set(entries)):
+            name = self.entries[gone].path.name
+            if name in refused:
+                log.warning("recording %r withdrawn: its file was changed and is now refused", gone)
+            else:
+                log.info("recording %r withdrawn: its file was removed or renamed", gone)
         self.entries, self.refused, self._refused_at = entries, refused, refused_at
 
     def _add(self, path: Path, stamp: tuple[int, int], entries: dict[str, Entry]) -> str | None:
@@ -158,16 +174,29 @@ class Catalog:
             recording = Recording.open(path)
         except RecordingError as exc:
             return str(exc)
-        entries[recording_id] = Entry(recording_id, recording, path, recording.stamp)
+        entry = Entry(recording_id, recording, path, recording.stamp)
+        entry.describe()  # raises (the file is refused) if it cannot be listed
+        entries[recording_id] = entry
         log.info(
-            "recording %r: %r, %d frames, %.0f s",
-            recording_id, recording.meta["map"], recording.frame_count,
-            recording.meta["duration_s"],
+            "recording %r%s: %r, %d frames, %.0f s",
+            recording_id, "" if current is None else " (its file was replaced)",
+            recording.meta["map"], recording.frame_count, recording.meta["duration_s"],
         )  # fmt: skip
         return None
 
     def describe(self) -> dict[str, Any]:
+        """What /recordings answers: one entry that cannot be described is listed as refused
+        (and logged once), never an error for the whole answer."""
+        recordings, refused = [], dict(self.refused)
+        for recording_id, entry in sorted(self.entries.items()):
+            try:
+                recordings.append(entry.describe())
+            except Exception as exc:
+                refused[entry.path.name] = f"cannot be listed ({type(exc).__name__})"
+                if recording_id not in self._undescribable:
+                    self._undescribable.add(recording_id)
+                    log.exception("recording %r cannot be listed", recording_id)
         return {
-            "recordings": [e.describe() for _, e in sorted(self.entries.items())],
-            "refused": [{"file": f, "reason": r} for f, r in sorted(self.refused.items())],
+            "recordings": recordings,
+            "refused": [{"file": f, "reason": r} for f, r in sorted(refused.items())],
         }

@@ -5,13 +5,17 @@ One JSON text message per tick, bursts of 16 ticks, the next burst for each
 answered: requests are counted as credit (as the fetch protocol's credit), so a client that
 sends several at once gets as many bursts. A client is never more than ``MAX_AHEAD_S`` ahead
 of the shared playhead (its bursts wait), and one that falls more than a second behind jumps
-to the live edge, since this protocol cannot say "skipped".
+to the live edge, since this protocol cannot say "skipped". A stream whose recording became
+unreadable (its file overwritten in place) gets ``{"error": "recording_unreadable"}`` and
+close code 4010.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 import weakref
 from collections import OrderedDict
@@ -19,15 +23,21 @@ from collections import OrderedDict
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from processing.recording import RecordingError
 from server import protocol
+from server.live_driver import report_unreadable, stopped_reason
 from server.metrics import Metrics
 from server.rate_limit import RateLimit
+from server.streams.feed import LiveFeed
 from server.streams.live import LiveStream
+
+log = logging.getLogger(__name__)
 
 BURST = 16
 MAX_AHEAD_S = 10.0
 MAX_CREDIT = 64  # bursts a client may have asked for and not yet received
 MORE_TICKS = {"request": "more ticks"}
+RECOVERY_WAIT_S = 3.0  # a stream's driver replaces an overwritten file's feed within this
 
 
 class LegacyEncoder:
@@ -35,9 +45,13 @@ class LegacyEncoder:
 
     def __init__(self, stream: LiveStream) -> None:
         self.stream = stream
+        self._feed: LiveFeed = stream.feed
         self._cache: OrderedDict[int, str] = OrderedDict()
 
     def text(self, seq: int) -> str:
+        if self.stream.feed is not self._feed:  # a new feed (a replaced file): other frames
+            self._feed = self.stream.feed
+            self._cache.clear()
         text = self._cache.get(seq)
         if text is None:
             text = json.dumps(self.stream.feed.frame(seq), separators=(",", ":"))
@@ -80,6 +94,9 @@ async def serve_legacy(
                 await credit.changed.wait()
             if credit.closed:  # the client left
                 break
+            if stopped_reason(stream) is not None:  # its recording became unreadable
+                await _unreadable(connection, metrics)
+                break
             if stream.closed:  # the live match restarted: the client reconnects into it
                 await connection.close(protocol.CLOSE_RESTART, "the match restarted")
                 break
@@ -98,11 +115,20 @@ async def serve_legacy(
                 await asyncio.sleep(wait_frames / feed.rate)
                 continue
             credit.bursts -= 1
-            for seq in range(next_seq, stop):
-                text = encoder.text(seq)
-                await connection.send(text)
-                metrics.sent("demodata", 1, len(text))
-            next_seq = stop
+            try:
+                for seq in range(next_seq, stop):
+                    text = encoder.text(seq)
+                    await connection.send(text)
+                    metrics.sent("demodata", 1, len(text))
+                    next_seq = seq + 1
+            except RecordingError as exc:
+                if not await _replaced(stream, feed, exc):
+                    if stopped_reason(stream) is None:  # else the driver said so, once
+                        log.warning("/demodata on %r stopped: %s", stream.id, exc)
+                    await _unreadable(connection, metrics)
+                    break
+                credit.bursts += 1  # the rest of this burst comes from the new file
+                continue
             if end is not None and next_seq >= end:
                 await connection.send("EOF")
                 break
@@ -112,6 +138,28 @@ async def serve_legacy(
         reader.cancel()
 
 
+async def _replaced(stream: LiveStream, feed: LiveFeed, exc: RecordingError) -> bool:
+    """Whether the stream's driver, told of ``exc``, plays a new feed (a valid new file) within
+    RECOVERY_WAIT_S; False when it stopped the stream instead, or did not answer."""
+    report_unreadable(stream, feed, exc)
+    for _ in range(int(RECOVERY_WAIT_S / 0.1)):
+        if stream.feed is not feed:
+            return True
+        if stopped_reason(stream) is not None:
+            return False
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _unreadable(connection: ServerConnection, metrics: Metrics) -> None:
+    """Tell the client in this protocol's words, then close (it may reconnect later)."""
+    metrics.protocol_errors["recording_unreadable"] += 1
+    message = protocol.UNREADABLE_REASON
+    with contextlib.suppress(ConnectionClosed):
+        await connection.send(json.dumps({"error": "recording_unreadable", "message": message}))
+        await connection.close(protocol.CLOSE_RECORDING_UNREADABLE, message)
+
+
 async def _read_requests(connection: ServerConnection, credit: Credit, metrics: Metrics) -> None:
     limit = RateLimit()
     try:
@@ -119,11 +167,7 @@ async def _read_requests(connection: ServerConnection, credit: Credit, metrics: 
             if not limit.allow(time.monotonic()):
                 metrics.protocol_errors["rate_limited"] += 1
                 continue
-            try:
-                request = json.loads(message)
-            except (ValueError, TypeError, RecursionError):
-                request = None
-            if request == MORE_TICKS:
+            if protocol.decode_legacy(message) == MORE_TICKS:
                 if credit.grant():
                     continue
                 message = f"{MAX_CREDIT} bursts already requested; wait for them"

@@ -29,6 +29,8 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_UNKNOWN_STREAM = 4004
 CLOSE_SERVER_FULL = 1013
 CLOSE_RESTART = 1012  # the stream's incarnation ended (a new epoch): reconnect
+CLOSE_RECORDING_UNREADABLE = 4010  # the recording's file changed or broke while it was served
+UNREADABLE_REASON = "the recording's file changed or became unreadable; reconnect in a few seconds"
 
 
 class ProtocolError(Exception):
@@ -87,6 +89,16 @@ def error(code: str, message: str, request: Any = None) -> bytes:
     if request is not None:
         body["request"] = request
     return pack(body)
+
+
+def recording_unreadable(stream: str, request: Any = None) -> bytes:
+    """The reply when the recording being served changed on disk or cannot be read."""
+    return error(
+        "recording_unreadable",
+        f"the file of recording {stream!r} changed or became unreadable while it was served; "
+        "reconnect in a few seconds to get the file as it is now",
+        request,
+    )
 
 
 def internal_error(request: Any = None) -> bytes:

@@ -2,19 +2,22 @@
 
 A thin shell: Playback and Fetch decide what to send; this module awaits the socket, so a
 client that stops reading holds back only itself, with memory bounded by websockets' write
-buffer.
+buffer. A recording whose file changes or breaks while it is played ends this session alone:
+the client gets ``recording_unreadable`` and close code 4010, and may reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from processing.recording import RecordingError, shown
 from server import protocol
 from server.config import DEFAULT_BUFFER_S
 from server.metrics import Metrics
@@ -29,6 +32,9 @@ REPLAY_REQUESTS = frozenset(
 )
 MAX_BUFFER_S = 30.0
 OUTBOX_LIMIT = 64
+FILE_CHECK_S = 2.0  # how often a session checks that its recording's file is unchanged
+
+log = logging.getLogger(__name__)
 
 
 class ReplaySession:
@@ -65,40 +71,58 @@ class ReplaySession:
         self.errors = RequestErrors(self._reply, metrics, stream_id)
 
     async def run(self) -> None:
-        meta = self.store.meta
-        await self.connection.send(
-            protocol.pack(
-                {
-                    "type": "hello",
-                    "server": protocol.SERVER_NAME,
-                    "protocol": protocol.PROTOCOL_VERSION,
-                    "server_time": time.time(),
-                    "stream": self.description,
-                    "live": not self.store.complete,
-                    "rounds": [
-                        {"round": n, "tick": tick}
-                        for n, tick in enumerate(meta["round_starts"], start=1)
-                    ],
-                    "roster": meta["roster"],
-                    "teams": meta["teams"],
-                    "max_buffer": self.max_buffer,
-                }
-            )
-        )
-        for message in self.playback.seek_index(0, time.monotonic(), keep_paused=True):
-            await self.connection.send(message)  # the state, then the first frame
-        reader = asyncio.create_task(self._read())
+        reader: asyncio.Task[None] | None = None
         try:
+            await self.connection.send(self._hello())
+            for message in self.playback.seek_index(0, time.monotonic(), keep_paused=True):
+                await self.connection.send(message)  # the state, then the first frame
+            reader = asyncio.create_task(self._read())
             await self._write_loop(reader)
         except ConnectionClosed:
             pass
+        except RecordingError as exc:  # met while sending: the file changed or broke
+            log.warning("replay of %r stopped: %s", self.id, exc)
+            self.metrics.protocol_errors["recording_unreadable"] += 1
+            with contextlib.suppress(ConnectionClosed):
+                await self.connection.send(protocol.recording_unreadable(self.id))
+            self.errors.unreadable = True
         finally:
-            reader.cancel()
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            if reader is not None:
+                reader.cancel()
+        if self.errors.unreadable:  # this session cannot go on; the client may reconnect
+            with contextlib.suppress(ConnectionClosed):
+                while not self.outbox.empty():  # the guard's error reply, if it was a request
+                    await self.connection.send(self.outbox.get_nowait())
+            code, reason = protocol.CLOSE_RECORDING_UNREADABLE, protocol.UNREADABLE_REASON
+            await self.connection.close(code, reason)
+        elif reader is not None and reader.done() and not reader.cancelled() and reader.exception():
             raise reader.exception()  # a bug, not a client error: let websockets log it
 
+    def _hello(self) -> bytes:
+        meta = self.store.meta
+        return protocol.pack(
+            {
+                "type": "hello",
+                "server": protocol.SERVER_NAME,
+                "protocol": protocol.PROTOCOL_VERSION,
+                "server_time": time.time(),
+                "stream": self.description,
+                "live": not self.store.complete,
+                "rounds": [
+                    {"round": n, "tick": tick} for n, tick in enumerate(meta["round_starts"], 1)
+                ],
+                "roster": meta["roster"],
+                "teams": meta["teams"],
+                "max_buffer": self.max_buffer,
+            }
+        )
+
     async def _write_loop(self, reader: asyncio.Task[None]) -> None:
+        checked_at = time.monotonic()
         while not reader.done():
+            if time.monotonic() - checked_at >= FILE_CHECK_S:  # cp over it reads cleanly too
+                checked_at = time.monotonic()
+                self._check_file()
             while not self.outbox.empty():
                 await self._send(self.outbox.get_nowait())
             messages, wake = self.playback.poll(time.monotonic())
@@ -124,6 +148,13 @@ class ReplaySession:
             timeout = None if wake is None else max(0.0, wake - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _check_file(self) -> None:
+        """Raise RecordingError if the recording's open file was changed in place."""
+        file_status = getattr(self.store, "file_status", None)  # a live match has no file
+        status = file_status() if file_status is not None else None
+        if status is not None and (status.st_size, status.st_mtime_ns) != self.store.stamp:
+            raise RecordingError(f"{shown(self.store.name)}: overwritten in place while played")
 
     async def _send(self, message: bytes) -> None:
         await self.connection.send(message)
@@ -153,6 +184,8 @@ class ReplaySession:
                     for reply in self._apply(attempt.request, time.monotonic()):
                         await self._reply(reply)
                 self.wake.set()
+                if self.errors.unreadable:
+                    break  # the writer sends the error and closes
         except ConnectionClosed:
             pass
         finally:

@@ -1,8 +1,11 @@
 """How every WebSocket session answers a request that fails: one error reply, the session goes on.
 
-A refused request (``ProtocolError``) is answered with its code. Anything else is a bug on our
-side: it is logged once per connection with its traceback (not once per message, so a client
-cannot flood the log) and answered ``internal_error``.
+A refused request (``ProtocolError``) is answered with its code. A recording whose file changed
+or broke while it was served (``RecordingError``) is answered ``recording_unreadable`` and
+logged in one line, once per connection; the session decides whether it can go on
+(``unreadable``). Anything else is a bug on our side: it is logged once per connection with
+its traceback (not once per message, so a client cannot flood the log) and answered
+``internal_error``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from processing.recording import RecordingError
 from server import protocol
 from server.metrics import Metrics
 from server.rate_limit import RateLimit
@@ -38,6 +42,7 @@ class RequestErrors:
         self.stream = stream
         self.limit = RateLimit()
         self._logged = False
+        self.unreadable = False  # a request met a recording that cannot be read any more
 
     async def admit(self, now: float) -> bool:
         """Whether to handle the next request (the client is within its request rate)."""
@@ -61,12 +66,21 @@ class RequestErrors:
             await self.reply(exc.reply())
         except ConnectionClosed:
             raise  # the client left: the session ends, nothing to answer
-        except Exception as exc:  # a bug: never a traceback per message
+        except RecordingError as exc:  # the file changed under us: not a bug, no traceback
+            if not self.unreadable:
+                self.unreadable = True
+                log.warning("stream %r: a request met an unreadable recording: %s",
+                            self.stream, exc)  # fmt: skip
+            self.metrics.protocol_errors["recording_unreadable"] += 1
+            await self.reply(protocol.recording_unreadable(self.stream, _request_id(attempt)))
+        except Exception:  # a bug: never a traceback per message
             if not self._logged:
                 self._logged = True
                 log.exception("stream %r: a request failed (logged once per connection)",
                               self.stream)  # fmt: skip
             self.metrics.protocol_errors["internal_error"] += 1
-            request_id = attempt.request.id if attempt.request is not None else None
-            message = f"the server failed on this request ({type(exc).__name__}); it was logged"
-            await self.reply(protocol.error("internal_error", message, request_id))
+            await self.reply(protocol.internal_error(_request_id(attempt)))
+
+
+def _request_id(attempt: Attempt) -> Any:
+    return attempt.request.id if attempt.request is not None else None

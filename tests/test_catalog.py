@@ -175,3 +175,38 @@ def test_the_download_checksum_is_of_the_whole_file(folders):
     entry = catalog.get("m")
     assert entry.sha256() == expected
     assert b"".join(entry.recording.iter_raw(block=1000)) == (folder / "m.eeict").read_bytes()
+
+
+def test_the_log_says_whether_a_file_was_replaced_removed_or_refused(folders, caplog):
+    folder, _ = folders
+    for name in ("kept", "gone", "spoiled"):
+        write_recording(folder / f"{name}.eeict", INFO, tiny_frames(10))
+    catalog = Catalog(folder)
+    catalog.scan()
+    (folder / "kept.eeict").write_bytes(_recording_bytes(folders, 20))  # a valid new version
+    (folder / "gone.eeict").unlink()
+    (folder / "spoiled.eeict").write_bytes(b"\0" * 100)
+    with caplog.at_level(logging.INFO, logger="server.catalog"):
+        catalog.scan()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("'kept' (its file was replaced)" in m and "20 frames" in m for m in messages)
+    assert "recording 'gone' withdrawn: its file was removed or renamed" in messages
+    assert "recording 'spoiled' withdrawn: its file was changed and is now refused" in messages
+    assert not any("'spoiled'" in m and "removed" in m for m in messages)
+
+
+def test_one_entry_that_cannot_be_listed_never_breaks_the_catalog(folders, caplog):
+    folder, outside = folders
+    write_recording(folder / "b.eeict", INFO, tiny_frames(10))
+    write_recording(outside / "a.eeict", INFO, tiny_frames(10))
+    catalog = Catalog(folder)
+    catalog.scan()
+    recording = Recording.open(outside / "a.eeict")
+    recording.meta["teams"] = {"t": b"bytes"}  # what validation at open keeps out
+    catalog.add_builtin("a", recording, outside / "a.eeict")
+    with caplog.at_level(logging.ERROR, logger="server.catalog"):
+        for _ in range(3):
+            described = json.loads(json.dumps(catalog.describe()))
+    assert [r["id"] for r in described["recordings"]] == ["b"]
+    assert described["refused"] == [{"file": "a.eeict", "reason": "cannot be listed (TypeError)"}]
+    assert len(caplog.records) == 1  # logged once, not per answer

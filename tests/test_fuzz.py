@@ -1,8 +1,10 @@
 """A hostile client at scale: random, truncated and mutated messages on every WebSocket path.
 
-10,000 messages from several connections against a real ``eeict serve`` while a subscriber on
-another connection keeps receiving: no traceback in the server's log, not one frame lost by
-the subscriber, and the server's memory stays bounded. Then 40 downloads that never read.
+10,000 messages from 24 connections against a real ``eeict serve``, each connection paced
+under the request rate limit so that every message reaches the decoders (none is dropped as
+``rate_limited``), while a subscriber on another connection keeps receiving: no traceback in
+the server's log, every frame the stream's clock made due reaches the subscriber once and in
+order, and the server's memory stays bounded. Then 40 downloads that never read.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -24,7 +28,9 @@ from websockets.exceptions import ConnectionClosed
 pytestmark = pytest.mark.timeout(180)
 
 MESSAGES = 10_000
-CONNECTIONS = 12
+CONNECTIONS = 24
+PACE = 40.0  # messages a second per connection: under the limit of 50 (bursts of 100)
+SUBSCRIBER_BUFFER = 64  # frames the subscriber asks to be ahead: 1 s at the match's 64/s
 VALID = [
     {"type": "subscribe", "buffer": 16},
     {"type": "buffer", "ticks": 8},
@@ -40,6 +46,14 @@ VALID = [
 def http_status(url: str) -> int:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status
+
+
+def protocol_errors(http_url: str) -> dict[str, float]:
+    """The server's refused-message counters by error code, from /metrics."""
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pattern = r'eeict_protocol_errors_total\{code="([^"]+)"\} (\S+)'
+    return {code: float(value) for code, value in re.findall(pattern, text)}
 
 
 def rss_kb(pid: int) -> int:
@@ -87,7 +101,8 @@ def deep(depth: int) -> bytes:
 
 
 async def fuzz_connection(url: str, rng: random.Random, count: int) -> int:
-    """Send ``count`` hostile messages, reading answers meanwhile; returns how many were sent."""
+    """Send ``count`` hostile messages at PACE a second, reading answers meanwhile; returns how
+    many were sent."""
     sent = 0
     with contextlib.suppress(ConnectionClosed, OSError):
         async with connect(url, max_size=2**22) as ws:
@@ -101,28 +116,50 @@ async def fuzz_connection(url: str, rng: random.Random, count: int) -> int:
             for _ in range(count):
                 await ws.send(hostile(rng))
                 sent += 1
+                await asyncio.sleep(1 / PACE)  # after a stall, never a burst to catch up
             await asyncio.sleep(0.2)
             reader.cancel()
     return sent
+
+
+class Watcher:
+    """The subscriber: every frame's seq, and its failures kept for the test to raise."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.seqs: list[int] = []
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                message = msgpack.unpackb(await asyncio.wait_for(self.ws.recv(), 0.5))
+                assert message["type"] in ("subscribed", "ticks"), message  # no skip, no error
+                if message["type"] == "ticks":
+                    first = message["seq"]
+                    self.seqs.extend(range(first, first + len(message["frames"])))
+
+    async def finish(self) -> list[int]:
+        """The seqs received until now; raises whatever failed while it watched."""
+        self.stop.set()
+        received = len(self.seqs)
+        await self.task
+        return self.seqs[:received]
 
 
 async def test_hostile_messages_break_nothing_and_cost_no_frames(tmp_path):
     write_match(tmp_path, "match", count=6000)
     with server_process("--recordings", str(tmp_path), "--live", "match", "--loop") as server:
         base = rss_kb(server.proc.pid)
-        got: list[int] = []
         async with connect(f"{server.ws_url}/live/match") as subscriber:
-            assert msgpack.unpackb(await subscriber.recv())["type"] == "hello"
-            await subscriber.send(msgpack.packb({"type": "subscribe", "buffer": 64}))
-
-            async def watch() -> None:
-                async for data in subscriber:
-                    message = msgpack.unpackb(data)
-                    assert message["type"] in ("subscribed", "ticks"), message
-                    if message["type"] == "ticks":
-                        got.extend(range(message["seq"], message["seq"] + len(message["frames"])))
-
-            watcher = asyncio.create_task(watch())
+            hello = msgpack.unpackb(await subscriber.recv())
+            rate = hello["stream"]["rate"]
+            burst = 2 * hello["stream"]["burst"]  # for a subscriber a second or more ahead
+            subscribe = {"type": "subscribe", "buffer": SUBSCRIBER_BUFFER}
+            await subscriber.send(msgpack.packb(subscribe))
+            started = time.monotonic()
+            watcher = Watcher(subscriber)
             paths = ["/live/match", "/replay/match", "/demodata"]
             rng = random.Random(12)
             per = MESSAGES // CONNECTIONS + 1
@@ -133,13 +170,21 @@ async def test_hostile_messages_break_nothing_and_cost_no_frames(tmp_path):
                     for n in range(CONNECTIONS)
                 )
             )  # fmt: skip
-            await asyncio.sleep(1.0)
-            watcher.cancel()
+            await asyncio.sleep(1.0)  # the server catches up with its subscriber
+            elapsed = time.monotonic() - started
+            got = await watcher.finish()  # raises what failed while it watched
         peak = rss_kb(server.proc.pid)
+        errors = await asyncio.to_thread(protocol_errors, server.http_url)
         log = server.log()
     assert sum(sent) >= MESSAGES
+    assert errors.get("rate_limited", 0) == 0, errors  # every message reached a decoder
+    assert sum(errors.values()) > MESSAGES / 2, errors  # most were refused, one by one
     assert "Traceback" not in log, log[-3000:]
-    assert got == list(range(got[0], got[0] + len(got))) and len(got) > 64
+    assert got == list(range(got[0], got[0] + len(got)))  # every frame once, in order
+    # The stream's clock made elapsed x rate frames due, and the subscriber is kept its buffer
+    # ahead of them: allow a burst of rounding and one second of the server running late.
+    expected = elapsed * rate + SUBSCRIBER_BUFFER
+    assert expected - rate - burst <= len(got) <= expected + burst, (len(got), expected)
     assert peak - base < 150_000, f"RSS grew {peak - base} kB"
 
 

@@ -152,6 +152,61 @@ def test_metadata_of_the_wrong_type_is_refused(tmp_path, key, value):
     refused(tmp_path, valid(**{key: value}), rf"metadata '{key}' must be")
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("roster", [{"sid": 1, "name": "p1", "team": "T", "pad": b"\x00" * 16}]),  # /recordings 500
+        ("roster", [{"sid": 1, "name": "p1", "team": "T", "clan": "x"}]),  # not a roster key
+        ("events", [{"tick": 100, "type": "kill", "killer": b"p1"}]),  # broke /events
+        ("events", [{"tick": 100, "type": "kill", "killer": ["p1"]}]),
+        ("events", [{"tick": 100, "type": "party"}]),
+        ("events", [{"tick": 100, "type": "round_start", "extra": 1}]),
+        ("events", [{"tick": 100, "type": "round_end", "winner": "X", "t_wins": 1, "ct_wins": 0}]),
+        ("events", [{"tick": 100}]),
+        ("settings_from", {"freeze_time": 5}),
+    ],
+)
+def test_roster_and_events_hold_only_their_documented_keys_and_types(tmp_path, key, value):
+    refused(tmp_path, valid(**{key: value}), rf"metadata '{key}' must be")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (b"raw bytes", "a value of type bytes"),
+        (math.nan, "not finite"),
+        ({"fine": [1, 2.5, True, None, {"deeper": [math.inf]}]}, "not finite"),
+        ({b"key": 1}, "a map key that is not a string"),
+        (msgpack.ExtType(5, b"x"), "a value of type ExtType"),
+        ([[[[[[[[[0]]]]]]]]], "nested deeper than 8 levels"),
+    ],
+)
+def test_any_other_metadata_must_be_json_safe(tmp_path, value, problem):
+    refused(tmp_path, valid(extra=value), rf"metadata 'extra' holds .*{problem}")
+
+
+def test_metadata_nested_1000_deep_is_refused_without_recursing(tmp_path):
+    deep = b"\x91" * 1000 + b"\xc0"  # [[[...nil...]]], built as bytes (packb stops at 512)
+    data = _swap_metadata(valid(extra="DEEP"), b"\xa4DEEP", deep)
+    deep_call(100, lambda: refused(tmp_path, data, "nested deeper than 8 levels"))
+
+
+def _swap_metadata(data: bytes, old: bytes, new: bytes) -> bytes:
+    """``data`` with ``old`` in its metadata replaced by ``new``, the footer resealed."""
+    meta_off, meta_len, index_off, index_len = struct.unpack_from("<QQQQ", data, len(data) - 52)
+    count = struct.unpack_from("<Q", data, len(data) - 16)[0]
+    changed = data[meta_off : meta_off + meta_len].replace(old, new)
+    index = data[index_off : index_off + index_len]
+    footer = [meta_off, len(changed), meta_off + len(changed), index_len, 0, count, END_MAGIC]
+    footer[4] = _checksum(changed, index, footer)
+    return data[:meta_off] + changed + index + struct.pack("<QQQQIQ8s", *footer)
+
+
+def deep_call(depth: int, function):
+    """``function()`` called ``depth`` frames down, as a worker thread's scan runs it."""
+    return function() if depth == 0 else deep_call(depth - 1, function)
+
+
 @pytest.mark.parametrize("tickrate", [0, -64, math.nan, math.inf, 1e9, "64", None, True])
 def test_a_tickrate_that_breaks_replay_is_refused(tmp_path, tickrate):
     refused(tmp_path, valid(tickrate=tickrate), r"metadata 'tickrate' must be a number in 1\.\.")
@@ -300,20 +355,52 @@ def test_a_chunk_declaring_more_than_its_frames_is_refused_when_read(tmp_path):
         tracemalloc.stop()
 
 
-def test_the_chunk_cache_is_bounded_by_bytes(tmp_path):
-    import processing.recording as rec
+@pytest.fixture
+def small_chunk_cache():
+    """The process-wide chunk cache bounded at 4 MiB for one test, then as it was."""
+    from processing.recording import CHUNK_CACHE
 
-    frames = tiny_frames(64 * 24)
-    rng = np.random.default_rng(1)
-    for frame in frames:  # ~16 KiB of noise per frame: ~1 MiB chunks that zstd cannot shrink
-        frame["noise"] = rng.bytes(16 * 1024)
-    path = tmp_path / "big.eeict"
+    bound = CHUNK_CACHE.max_bytes
+    CHUNK_CACHE.resize(4 * MiB)
+    yield CHUNK_CACHE
+    CHUNK_CACHE.resize(bound)
+
+
+def _noisy_recording(path: Path, chunks: int, noise: int = 16 * 1024) -> list[dict]:
+    """``chunks`` chunks of 64 frames with ``noise`` bytes zstd cannot shrink in each frame."""
+    frames = tiny_frames(64 * chunks)
+    rng = np.random.default_rng(len(path.name))
+    for frame in frames:
+        frame["noise"] = rng.bytes(noise)
     write_recording(path, INFO, frames)
+    return frames
+
+
+def test_the_chunk_cache_is_bounded_by_bytes_for_all_recordings_together(
+    tmp_path, small_chunk_cache
+):
+    cache = small_chunk_cache
+    opened = []
+    for n in range(3):  # three recordings of 8 chunks of ~1 MiB: 24 MiB read in all
+        path = tmp_path / f"r{n}.eeict"
+        frames = _noisy_recording(path, 8)
+        opened.append((Recording.open(path), frames))
+    for recording, frames in opened:
+        for start in range(0, len(frames), 64):
+            assert recording.frame(start) == frames[start]
+            assert cache.bytes <= 4 * MiB
+    assert cache.bytes > 2 * MiB  # it does cache, up to the bound
+    assert cache.owners() == {opened[-1][0]._cache.owner}  # the newest pushed out the others
+    del opened, recording
+    assert cache.bytes == 0  # a closed recording's chunks go with it
+
+
+def test_a_chunk_over_half_the_cache_is_not_kept(tmp_path, small_chunk_cache):
+    path = tmp_path / "wide.eeict"
+    frames = _noisy_recording(path, 2, noise=40 * 1024)  # 2.5 MiB chunks
     recording = Recording.open(path)
-    for start in range(0, len(frames), 64):
-        assert recording.frame(start) == frames[start]
-        assert recording._cache.bytes <= rec._CACHE_BYTES
-    assert recording._cache.bytes > rec._CACHE_BYTES - 2 * MiB  # it does cache, up to the bound
+    assert recording.frame(0) == frames[0]
+    assert small_chunk_cache.bytes == 0
 
 
 # -- what is at the path ------------------------------------------------------------------------
@@ -370,7 +457,7 @@ with open(replacement, "rb") as src, open(served, "wb") as dst:  # what cp does:
     shutil.copyfileobj(src, dst)
 refusals = 0
 for start in range(0, recording.frame_count, 64):
-    recording._cache.clear()
+    recording._cache.clear()  # cold: every read goes to the file
     try:
         recording.frames_bytes(start, start + 64)
     except RecordingError as exc:
@@ -432,3 +519,19 @@ def test_process_goes_on_when_one_demo_raises_an_unexpected_exception(
     assert "crafted.dem: FAILED, unexpected KeyError" in capsys.readouterr().err
     assert Recording.open(out / "nade.eeict").frame_count > 0
     assert not (out / "crafted.eeict").exists()
+
+
+def test_inspect_shows_names_from_the_file_on_one_line_each(tmp_path, capsys):
+    from processing.commands import inspect
+
+    forged = "de_mirage\n     forged: \x1b[31mred"
+    teams = {"t": "A\nB", "ct": "\x1b[2J"}
+    roster = [{"sid": 1, "name": "p1\rX", "team": "T"}]
+    path = tmp_path / "named.eeict"
+    path.write_bytes(valid(map=forged, teams=teams, roster=roster))
+    assert inspect(path, as_json=False) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    lines = out.splitlines()
+    assert len(lines) == len(Recording.open(path).meta) + 1  # one line per key, and the size
+    assert f"map: {forged!r}" in out and "'p1\\rX' (T)" in out and '"A\\nB"' in out
