@@ -173,12 +173,12 @@ def _events(out: Fidelity, frames: list[Frame], ticks: np.ndarray, parser: DemoP
 
 
 @pytest.fixture(scope="session")
-def fidelity(demos_dir: Path, shared_dir: Path) -> dict[str, Fidelity]:
+def fidelity(demos_dir: Path, shared_dir: Path, parsed_demo) -> dict[str, Fidelity]:
     """Every demo processed and measured once per session; prints the table."""
     results: dict[str, Fidelity] = {}
     for name in DEMOS:
         frames = list(read_demo(demos_dir / f"{name}.dem").frames)
-        parser = DemoParser(str(demos_dir / f"{name}.dem"))
+        parser = DemoParser(str(parsed_demo(name)))
         results[name] = measure(name, frames, _reference(shared_dir, name), parser)
         del frames
     _print(results)

@@ -62,11 +62,6 @@ class _Builder:
 
     def __init__(self, parsed: Parsed) -> None:
         self.players = PlayerRows.from_windows(parsed.windows)
-        self.players.name_weapons(
-            parsed.events.get("weapon_fire"),
-            parsed.events.get("player_death"),
-            parsed.held_grenades,
-        )
         self.rounds = Rounds.from_rows(self.players)
         self.events = Events.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.bomb = BombEvents.from_parsed(parsed.events, self.players, self.rounds.round_start)

@@ -9,7 +9,7 @@ fields from them, with the fields derived from several props computed vectorised
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,19 +50,6 @@ _INTS = ("hp", "money", "armor", "kills", "deaths", "assists", "dmg", "rounds", 
 _INTS += ("team_num", "team_wins")
 _BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_defusing", "alive")
 TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}
-# Grenade weapon classes (parse_grenades(grenades=True)) -> the client's names.
-_HELD_GRENADES = {
-    "CSmokeGrenade": "Smoke Grenade",
-    "CHEGrenade": "HE Grenade",
-    "CFlashbang": "Flashbang",
-    "CMolotovGrenade": "Molotov",
-    "CIncendiaryGrenade": "Incendiary Grenade",
-    "CDecoyGrenade": "Decoy Grenade",
-}
-_ENTITY_INDEX = (1 << 14) - 1  # an entity handle's low bits are the entity index
-# Kill weapons that are not the killer's weapon in hand (a thrown grenade, fire, the bomb).
-_NOT_IN_HAND = {"hegrenade", "inferno", "molotov", "incgrenade", "flashbang", "smokegrenade"}
-_NOT_IN_HAND |= {"decoy", "planted_c4", "world", "worldent", "prop_exploding_barrel"}
 
 
 @dataclass
@@ -120,67 +107,6 @@ class PlayerRows:
             sid=merged["_sid"],
             name=merged["_name"],
         )
-
-    def name_weapons(
-        self, fire: pd.DataFrame | None, deaths: pd.DataFrame | None, held: pd.DataFrame
-    ) -> None:
-        """``actv_itm`` from the weapon entity in hand (``m_hActiveWeapon``, known every tick).
-
-        A weapon entity's item never changes, so its name, once the demo gives it (demoparser2's
-        ``active_weapon_name`` on any tick, a ``weapon_fire`` by the player holding it, or a
-        kill with a weapon held in hand), is the name for every tick that entity is in hand. A
-        player holding an entity whose name the demo never gives has "" (not the previous
-        weapon's name). ``held`` (grenade weapons with their owner, per tick) names a held
-        grenade by its entity index. The weapon in hand and the grenades a player owns on a
-        tick are in their inventory, so they are added to ``items`` where demoparser2's
-        inventory lacks them.
-        """
-        handle = self.cols["weapon_handle"]
-        named = self.cols.pop("weapon_named")
-        names: dict[float, str] = {}
-        for h, name in zip(
-            handle[named].tolist(), self.cols["actv_itm"][named].tolist(), strict=True
-        ):
-            names.setdefault(h, name)
-        for table, who in ((fire, "user_steamid"), (deaths, "attacker_steamid")):
-            if table is None or not len(table) or who not in table:
-                continue
-            rows = self.rows_at(table["tick"], table[who])
-            for r, weapon in zip(rows.tolist(), table["weapon"].tolist(), strict=True):
-                if r >= 0 and handle[r] == handle[r] and str(weapon) not in _NOT_IN_HAND:
-                    names.setdefault(handle[r], client_name(str(weapon)))
-        owned: dict[int, list[str]] = defaultdict(list)  # row -> grenades owned on its tick
-        if len(held):
-            rows = self.rows_at(held["tick"], held["steamid"], exact=True)
-            kinds = [_HELD_GRENADES.get(k, k) for k in held["grenade_type"].tolist()]
-            eids = held["grenade_entity_id"].tolist()
-            for r, kind, eid in zip(rows.tolist(), kinds, eids, strict=True):
-                if r < 0:
-                    continue
-                owned[r].append(kind)
-                h = handle[r]
-                if h == h and int(h) & _ENTITY_INDEX == int(eid):
-                    names.setdefault(h, kind)
-        active = [names.get(h, "") for h in handle.tolist()]
-        self.cols["actv_itm"] = np.array(active, dtype=object)
-        items = self.cols["items"]
-        # Equal inventories share one list; each (list, additions) pair is worked out once.
-        # The cache keeps the original lists alive, so their ids stay unique.
-        done: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[str]]] = {}
-        for r in range(len(active)):
-            extra = tuple(sorted(owned[r])) if r in owned else ()
-            if active[r]:
-                extra += (active[r],)
-            if not extra:
-                continue
-            key = (id(items[r]), extra)
-            if key not in done:
-                have, wanted = Counter(items[r]), Counter(owned.get(r, ()))
-                missing = wanted - have
-                if active[r] and not (have + wanted)[active[r]]:
-                    missing[active[r]] += 1
-                done[key] = (items[r], [*items[r], *missing.elements()] if missing else items[r])
-            items[r] = done[key][1]
 
     def rows_at(self, event_ticks: Any, steamids: Any, exact: bool = False) -> np.ndarray:
         """Row of each (tick, steam id) on the frame at or before the tick (``exact``: on
@@ -247,9 +173,6 @@ def _player_columns(
     """One filled column per field for a window's rows, and each player's last values
     (``carry``: the previous window's, carried forward into this one)."""
     merged = pd.DataFrame(index=df.index)
-    weapon_named = (
-        df["active_weapon_name"].notna().to_numpy() if "active_weapon_name" in df else None
-    )
     for field, props in SOURCES.items():
         col = None
         for prop in props:
@@ -284,10 +207,6 @@ def _player_columns(
             cols[field] = np.array([names[v] for v in series.tolist()], dtype=object)
         else:
             cols[field] = series.to_numpy()
-    cols["weapon_named"] = (
-        weapon_named if weapon_named is not None else np.zeros(len(df), dtype=bool)
-    )
-    cols["weapon_handle"] = cols["weapon_handle"].astype(float)
     cols["known"] = (
         ~np.isnan(cols["x"].astype(float))
         & ~np.isnan(cols["z"].astype(float))
