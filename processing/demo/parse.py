@@ -80,13 +80,7 @@ EVENTS = [
 ]
 EVENT_PLAYER_PROPS = ["X", "Y", "Z", "team_num"]
 
-AXES = "XYZ"
-GRENADE_CELL = "Grenade.CBodyComponentBaseAnimGraph.m_cell"  # + axis
-GRENADE_VEC = "Grenade.CBodyComponentBaseAnimGraph.m_vec"  # + axis
 GRENADE_TEAM = "Grenade.m_iTeamNum"
-GRENADE_PROPS = [f"{part}{axis}" for part in (GRENADE_CELL, GRENADE_VEC) for axis in AXES] + [
-    GRENADE_TEAM
-]
 
 
 class DemoError(Exception):
@@ -126,7 +120,7 @@ def parse_demo(
         parser = DemoParser(str(source))
         header = parser.parse_header()
         events = dict(parser.parse_events(EVENTS, player=EVENT_PLAYER_PROPS))
-        grenades = parser.parse_grenades(extra=GRENADE_PROPS)
+        grenades = parser.parse_grenades(extra=[GRENADE_TEAM])
     except (KeyboardInterrupt, SystemExit):
         workdir.cleanup()
         raise

@@ -9,7 +9,6 @@ fields from them, with the fields derived from several props computed vectorised
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -132,19 +131,6 @@ class PlayerRows:
     def frame_index(self, event_ticks: Any) -> np.ndarray:
         """Index of the frame an event goes on: the first frame at or after its tick."""
         return np.searchsorted(self.ticks, np.asarray(event_ticks, dtype=np.int64), side="left")
-
-    def transitions(self, field: str, rising: bool) -> dict[int, list[int]]:
-        """Rows by frame where a player's value went up (or down) since their previous row."""
-        values = self.cols[field].astype(np.int64)
-        order = np.lexsort((self.row_frame, self.sid))
-        same = self.sid[order][1:] == self.sid[order][:-1]
-        diff = values[order][1:] - values[order][:-1]
-        changed = same & ((diff > 0) if rising else (diff < 0))
-        rows = order[1:][changed]
-        found: dict[int, list[int]] = defaultdict(list)
-        for r in rows.tolist():
-            found[int(self.row_frame[r])].append(r)
-        return found
 
     def position(self, sid: Any, tick: int, key: str) -> float | None:
         """Player ``sid``'s coordinate ``key`` on the last frame at or before ``tick``."""
