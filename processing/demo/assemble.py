@@ -66,7 +66,7 @@ class _Builder:
         self.events = Events.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.bomb = BombEvents.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.nades = nades_in_flight(parsed.grenades, self.players, self.events.detonated)
-        self.table = PlayerTable.from_rows(self.players, self.bomb.planting)
+        self.table = PlayerTable.from_rows(self.players)
 
     def frames(self) -> Iterator[Frame]:
         """Frames block by block; each block is built with the cyclic GC paused.

@@ -24,42 +24,40 @@ from processing.demo.wire import WireError
 TICKRATE = 64.0  # CS2 servers tick at 64/s; the demo header does not carry it.
 _MAGIC = b"PBDEMS2\x00"
 
-_HEALTH, _HEALTH_CTRL = "health", "CCSPlayerController.m_iPawnHealth"
-_DAMAGE = "CCSPlayerController.CCSPlayerController_ActionTrackingServices.m_iDamage"
-_FLAGS = "CCSPlayerPawn.m_fFlags"
-# Field -> demoparser2 props, coalesced left to right (pawn value first, controller copy next).
-SOURCES: dict[str, tuple[str, ...]] = {
-    "x": ("X",),
-    "y": ("Y",),
-    "z": ("Z",),
-    "view_x": ("yaw",),
-    "view_y": ("pitch",),
-    "hp": (_HEALTH, _HEALTH_CTRL),
-    "money": ("balance",),
-    "armor": ("armor_value", "armor"),
-    "helmet": ("has_helmet", "CCSPlayerController.m_bPawnHasHelmet"),
-    "kit": ("has_defuser", "CCSPlayerController.m_bPawnHasDefuser"),
-    "actv_itm": ("active_weapon_name",),
-    "items": ("inventory",),
-    "flags": (_FLAGS,),
-    "is_walking": ("is_walking",),
-    "is_rld": ("is_in_reload",),
-    "is_defusing": ("is_defusing",),
-    "kills": ("kills_total",),
-    "deaths": ("deaths_total",),
-    "assists": ("assists_total",),
-    "dmg": (_DAMAGE,),
-    "rounds": ("total_rounds_played",),
-    "team_num": ("team_num",),
-    "alive": ("is_alive",),
-    "clan": ("clan_name",),
-    "team_clan": ("team_clan_name",),
-    "team_wins": ("team_rounds_total",),
-    "freeze": ("is_freeze_period",),
-    "round_start_time": ("round_start_time",),
-    "game_phase": ("game_phase",),
+# Field -> the demoparser2 prop it is read from.
+SOURCES: dict[str, str] = {
+    "x": "X",
+    "y": "Y",
+    "z": "Z",
+    "view_x": "yaw",
+    "view_y": "pitch",
+    "hp": "health",
+    "money": "balance",
+    "armor": "armor_value",
+    "helmet": "has_helmet",
+    "kit": "has_defuser",
+    "actv_itm": "active_weapon_name",
+    "items": "inventory",
+    "flags": "CCSPlayerPawn.m_fFlags",
+    "is_walking": "is_walking",
+    "is_rld": "is_in_reload",  # the weapon in hand's m_bInReload
+    "is_planting": "m_bStartedArming",  # the weapon in hand's: the C4 while it is armed
+    "is_defusing": "is_defusing",
+    "kills": "kills_total",
+    "deaths": "deaths_total",
+    "assists": "assists_total",
+    "dmg": "CCSPlayerController.CCSPlayerController_ActionTrackingServices.m_iDamage",
+    "rounds": "total_rounds_played",
+    "team_num": "team_num",
+    "alive": "is_alive",
+    "clan": "clan_name",
+    "team_clan": "team_clan_name",
+    "team_wins": "team_rounds_total",
+    "freeze": "is_freeze_period",
+    "round_start_time": "round_start_time",
+    "game_phase": "game_phase",
 }
-TICK_PROPS: list[str] = list(dict.fromkeys(p for props in SOURCES.values() for p in props))
+TICK_PROPS: list[str] = list(SOURCES.values())
 
 EVENTS = [
     "player_death",

@@ -20,7 +20,8 @@ from processing.demo.parse import SOURCES, nan_to_none
 from processing.frames import PLAYER_FIELDS
 from processing.vocabulary import client_name
 
-# Value used before demoparser2 first reports a field for a player (see docs/frame-fields.md).
+# Value where demoparser2 has none: the game never set the prop (a new entity's default), or
+# the weapon in hand has no such prop (docs/frame-fields.md).
 _DEFAULTS: dict[str, Any] = {
     "view_x": 0.0,
     "view_y": 0.0,
@@ -33,6 +34,7 @@ _DEFAULTS: dict[str, Any] = {
     "flags": 1,  # FL_ONGROUND
     "is_walking": False,
     "is_rld": False,
+    "is_planting": False,
     "is_defusing": False,
     "kills": 0,
     "deaths": 0,
@@ -47,7 +49,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 _INTS = ("hp", "money", "armor", "kills", "deaths", "assists", "dmg", "rounds", "flags")
 _INTS += ("team_num", "team_wins")
-_BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_defusing", "alive")
+_BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_planting", "is_defusing", "alive")
 TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}
 
 
@@ -72,18 +74,16 @@ class PlayerRows:
         """Rows from parse_ticks answers for consecutive tick windows, in order.
 
         Each window is made into compact numpy columns and dropped before the next is
-        parsed, so a long demo never has all of demoparser2's rows in memory at once; each
-        player's last values are carried into the next window (values are sent on change).
+        parsed, so a long demo never has all of demoparser2's rows in memory at once.
         """
         parts: list[dict[str, np.ndarray]] = []
-        carry: pd.DataFrame | None = None
         for df in windows:
             if df is None or not len(df) or "tick" not in df:
                 continue
             if not df["tick"].is_monotonic_increasing:
                 df = df.sort_values("tick", kind="stable")
             df = df.reset_index(drop=True)
-            cols, carry = _player_columns(df, carry)
+            cols = _player_columns(df)
             # demoparser2 repeats a player when a tick had several snapshots; the last holds.
             last = ~df.duplicated(["tick", "steamid"], keep="last").to_numpy()
             part = {field: values[last] for field, values in cols.items()}
@@ -106,27 +106,6 @@ class PlayerRows:
             sid=merged["_sid"],
             name=merged["_name"],
         )
-
-    def rows_at(self, event_ticks: Any, steamids: Any, exact: bool = False) -> np.ndarray:
-        """Row of each (tick, steam id) on the frame at or before the tick (``exact``: on
-        the tick itself); -1 where none."""
-        event_ticks = np.asarray(event_ticks, np.int64)
-        frames = np.searchsorted(self.ticks, event_ticks, side="right") - 1
-        # Steam ids come as strings, floats with NaN or uint64: exact ints, 0 where missing.
-        ints = [_steamid(v) for v in list(steamids)]
-        wanted = np.array([v or 0 for v in ints], dtype=np.uint64)
-        valid = np.array([v is not None for v in ints], dtype=bool) & (frames >= 0)
-        if exact:
-            valid &= self.ticks[np.clip(frames, 0, None)] == event_ticks
-        players, code = np.unique(self.sid, return_inverse=True)
-        at = np.clip(np.searchsorted(players, wanted), 0, len(players) - 1)
-        valid &= players[at] == wanted
-        keys = self.row_frame.astype(np.int64) * len(players) + code
-        order = np.argsort(keys, kind="stable")
-        query = np.where(valid, frames, 0).astype(np.int64) * len(players) + at
-        pos = np.clip(np.searchsorted(keys[order], query), 0, len(order) - 1)
-        found = valid & (keys[order][pos] == query)
-        return np.where(found, order[pos], -1)
 
     def frame_index(self, event_ticks: Any) -> np.ndarray:
         """Index of the frame an event goes on: the first frame at or after its tick."""
@@ -153,33 +132,13 @@ class PlayerRows:
         return None if value != value else value
 
 
-def _player_columns(
-    df: pd.DataFrame, carry: pd.DataFrame | None
-) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """One filled column per field for a window's rows, and each player's last values
-    (``carry``: the previous window's, carried forward into this one)."""
-    merged = pd.DataFrame(index=df.index)
-    for field, props in SOURCES.items():
-        col = None
-        for prop in props:
-            if prop in df:
-                col = df[prop] if col is None else col.where(col.notna(), df[prop])
-        merged[field] = col if col is not None else pd.Series(np.nan, index=df.index)
-    # Props are sent on change only: the last reported value holds until the next one.
-    # Never a later value: before a position axis is first reported the player is left out.
-    steamid = df["steamid"].to_numpy(np.uint64)
-    ahead = 0
-    if carry is not None and len(carry):
-        ahead = len(carry)
-        merged = pd.concat([carry.drop(columns="_sid"), merged], ignore_index=True)
-        steamid = np.concatenate([carry["_sid"].to_numpy(np.uint64), steamid])
-    merged = merged.groupby(steamid, sort=False).ffill()
-    last = ~pd.Series(steamid).duplicated(keep="last").to_numpy()
-    carry = merged[last].assign(_sid=steamid[last]).reset_index(drop=True)
-    merged = merged.iloc[ahead:].reset_index(drop=True)
+def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One column per field for a window's rows: demoparser2's value on that tick (it keeps
+    each entity's state), the field's default where there is none. A missing position stays
+    NaN: that player is left out of the frame rather than placed anywhere."""
     cols: dict[str, np.ndarray] = {}
-    for field in merged.columns:
-        series = merged[field]
+    for field, prop in SOURCES.items():
+        series = df[prop] if prop in df else pd.Series(np.nan, index=df.index)
         if field in _DEFAULTS and series.isna().any():
             series = series.where(series.notna(), _DEFAULTS[field])
         if field in _INTS:
@@ -193,12 +152,8 @@ def _player_columns(
             cols[field] = np.array([names[v] for v in series.tolist()], dtype=object)
         else:
             cols[field] = series.to_numpy()
-    cols["known"] = (
-        ~np.isnan(cols["x"].astype(float))
-        & ~np.isnan(cols["z"].astype(float))
-        & ~np.isnan(cols["y"].astype(float))
-    )
-    return cols, carry
+    cols["known"] = ~np.isnan(np.stack([cols[a].astype(float) for a in "xyz"])).any(axis=0)
+    return cols
 
 
 def _steamid(value: Any) -> int | None:
@@ -235,18 +190,14 @@ class PlayerTable:
     c4_carrier: dict[int, tuple[str, int]]  # frame -> (name, sid) of who has the C4 in inventory
 
     @classmethod
-    def from_rows(cls, players: PlayerRows, planting: list[tuple[int, int, int]]) -> PlayerTable:
-        """The table; ``planting`` is (first frame, end frame, sid) of each bomb plant."""
+    def from_rows(cls, players: PlayerRows) -> PlayerTable:
+        """The table of the alive players whose position is known."""
         c = players.cols
         rows = np.flatnonzero(c["alive"] & c["known"])
         bounds = np.searchsorted(players.row_frame[rows], np.arange(len(players.ticks) + 1))
         flags = c["flags"][rows]
         ducking = (flags & 2) != 0  # FL_DUCKING
         rounds, dmg = c["rounds"][rows], c["dmg"][rows]
-        is_planting = np.zeros(len(players.sid), dtype=bool)
-        for first, end, sid in planting:
-            lo, hi = players.bounds[first], players.bounds[end]
-            is_planting[lo:hi] |= players.sid[lo:hi] == np.uint64(sid)
         team_names = np.array([TEAMS.get(t, "UA") for t in range(4)], dtype=object)
         team = c["team_num"][rows]
         derived = {
@@ -257,7 +208,6 @@ class PlayerTable:
             "is_standing": ~ducking,
             "is_air": (flags & 1) == 0,  # FL_ONGROUND
             "adr": np.divide(dmg, rounds, out=np.zeros(len(rows)), where=rounds > 0),
-            "is_planting": is_planting[rows],
         }
         columns = [derived[f] if f in derived else c[f][rows] for f in PLAYER_FIELDS]
         has_c4 = np.fromiter(("C4" in items for items in c["items"][rows]), bool, len(rows))
