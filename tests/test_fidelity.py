@@ -2,7 +2,7 @@
 
 The reference is the old system's output (demoinfocs-golang) in ../shared/reference/old-parser,
 lined up as its README says: state from the last entry of a tick, and in the several-player
-demos old tick T against the new frame just before T (same tick in the one-player demo). That
+demos old tick T against the new frame just before T (same tick in the one-player demos). That
 lag is not constant (its README), so the view angles, which change every tick, are compared with
 both frames. Its own listed bugs are not compared
 (kills/nade_event keep one event a frame, doubled flashes and shots, `switch` never reset,
@@ -34,7 +34,7 @@ from processing.frames import Frame
 from processing.recording import EventIndex
 from processing.vocabulary import CLIENT_NAMES, client_name
 
-ONE_PLAYER = {"nade"}  # same-tick alignment (README)
+ONE_PLAYER = {"nade", "defuse"}  # one human player: same-tick alignment (README)
 BOT_DEMOS = {"defuse"}  # one human, nine bots
 DETONATIONS = ("smokegrenade_detonate", "hegrenade_detonate", "flashbang_detonate", "decoy_started")
 BOMB = {"bomb_planted": "plant", "bomb_defused": "defuse", "bomb_exploded": "explode"}

@@ -55,6 +55,7 @@ def restore_string_tables(path: Path, workdir: Path) -> Path:
 
 def _edits(data: mmap.mmap) -> Iterator[Edit]:
     created: list[bytes] = []  # the game's create messages, by table id
+    unread: list[wire.Frame] = []  # packets that may create tables, read at a full packet
     for frame in wire.frames(data):
         if frame.command == wire.DEM_STRING_TABLES:
             snapshot = _snapshot(wire.frame_body(data, frame))
@@ -64,17 +65,26 @@ def _edits(data: mmap.mmap) -> Iterator[Edit]:
             if messages:
                 yield frame.start, frame.end, _signon_frame(frame.tick, messages)
         elif frame.command in _CREATING:
-            body = wire.frame_body(data, frame)
-            if frame.command == wire.DEM_FULL_PACKET:  # CDemoFullPacket: packet = 2
-                body = next((v for n, v in wire.fields(body) if n == 2), b"")
-            for kind, message in wire.packet_messages(body, _TABLE_MESSAGES):
-                if kind == _CREATE:
-                    created.append(message)
-                else:
-                    created.clear()
-            if frame.command == wire.DEM_FULL_PACKET and created:
+            unread.append(frame)
+        if frame.command == wire.DEM_FULL_PACKET:
+            for packet in unread:
+                _follow_tables(data, packet, created)
+            unread.clear()
+            if created:
                 again = [_emptied(message) for message in created]
                 yield frame.end, frame.end, _signon_frame(frame.tick, again)
+
+
+def _follow_tables(data: mmap.mmap, frame: wire.Frame, created: list[bytes]) -> None:
+    """Keep ``created`` (the game's tables by id) up to date with a packet's messages."""
+    body = wire.frame_body(data, frame)
+    if frame.command == wire.DEM_FULL_PACKET:  # CDemoFullPacket: packet = 2
+        body = next((v for n, v in wire.fields(body) if n == 2), b"")
+    for kind, message in wire.packet_messages(body, _TABLE_MESSAGES):
+        if kind == _CREATE:
+            created.append(message)
+        else:
+            created.clear()
 
 
 def _emptied(create: bytes) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow
 
@@ -28,8 +28,7 @@ class WireError(ValueError):
 Data = bytes | memoryview | mmap.mmap
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     start: int  # offset of the frame's first byte in the file
     command: int  # without the compression bit
     compressed: bool
@@ -43,9 +42,19 @@ def frames(data: Data) -> Iterator[Frame]:
     i, size = HEADER_SIZE, len(data)
     while i < size:
         start = i
-        command, i = varint(data, i)
-        tick, i = varint(data, i)
-        length, i = varint(data, i)
+        # Three varints; most are one byte, read inline (this loop sees every frame).
+        command = data[i]
+        i += 1
+        if command & 0x80:
+            command, i = varint(data, i - 1)
+        tick = data[i] if i < size else 0
+        i += 1
+        if tick & 0x80:
+            tick, i = varint(data, i - 1)
+        length = data[i] if i < size else 0
+        i += 1
+        if length & 0x80:
+            length, i = varint(data, i - 1)
         if i + length > size:
             raise WireError(f"the frame at byte {start} runs past the end of the file")
         kind = command & ~COMPRESSED
