@@ -178,15 +178,22 @@ def _client_lists(values: list[Any]) -> np.ndarray:
     return out
 
 
+# Player fields that change on almost every tick; the others stay the same for runs of ticks.
+VOLATILE = ("x", "y", "z", "view_x", "view_y")
+
+
 @dataclass
 class PlayerTable:
     """Alive players' frame fields as arrays in frame order, one per PLAYER_FIELDS entry.
 
-    The players of frame f are the rows bounds[f]:bounds[f+1] of every column.
+    The players of frame f are the rows bounds[f]:bounds[f+1] of every column. ``run_start``
+    names, for each row, the first row of its run: the same player on consecutive frames with
+    every field but the VOLATILE ones equal, so frames can share that part.
     """
 
     bounds: np.ndarray
     columns: list[np.ndarray]
+    run_start: np.ndarray
     c4_carrier: dict[int, tuple[str, int]]  # frame -> (name, sid) of who has the C4 in inventory
 
     @classmethod
@@ -216,4 +223,21 @@ class PlayerTable:
             int(f): (players.name[r], int(players.sid[r]))
             for f, r in zip(players.row_frame[c4_rows].tolist(), c4_rows.tolist(), strict=True)
         }
-        return cls(bounds, columns, c4_carrier)
+        run_start = _run_starts(players.sid[rows], players.row_frame[rows], columns)
+        return cls(bounds, columns, run_start, c4_carrier)
+
+
+def _run_starts(sid: np.ndarray, frame: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """For each row, the first row of its run (see PlayerTable)."""
+    n = len(sid)
+    order = np.lexsort((frame, sid))
+    same = np.zeros(n, dtype=bool)
+    same[1:] = (sid[order][1:] == sid[order][:-1]) & (frame[order][1:] == frame[order][:-1] + 1)
+    for field, column in zip(PLAYER_FIELDS, columns, strict=True):
+        if field not in VOLATILE:
+            values = column[order]
+            same[1:] &= values[1:] == values[:-1]
+    first = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
+    run_start = np.empty(n, dtype=np.int64)
+    run_start[order] = order[first]
+    return run_start
