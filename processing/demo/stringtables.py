@@ -36,6 +36,7 @@ _CREATE, _CLEAR_ALL = 44, 51  # svc_CreateStringTable, svc_ClearAllStringTables
 _TABLE_MESSAGES = frozenset({_CREATE, _CLEAR_ALL})
 # Packets that create tables: the signon's, and the one inside a full packet.
 _CREATING = {wire.DEM_SIGNON_PACKET, wire.DEM_FULL_PACKET}
+_READ = frozenset({wire.DEM_STRING_TABLES, *_CREATING})
 
 Entries = list[tuple[bytes, bytes]]  # (key, value)
 Edit = tuple[int, int, bytes]  # replace bytes [start, end) of the file (start == end: insert)
@@ -56,7 +57,7 @@ def restore_string_tables(path: Path, workdir: Path) -> Path:
 def _edits(data: mmap.mmap) -> Iterator[Edit]:
     created: list[bytes] = []  # the game's create messages, by table id
     unread: list[wire.Frame] = []  # packets that may create tables, read at a full packet
-    for frame in wire.frames(data):
+    for frame in wire.frames(data, _READ):
         if frame.command == wire.DEM_STRING_TABLES:
             snapshot = _snapshot(wire.frame_body(data, frame))
             messages = [

@@ -37,28 +37,33 @@ class Frame(NamedTuple):
     end: int  # offset after the body
 
 
-def frames(data: Data) -> Iterator[Frame]:
-    """Every frame of a demo file's bytes, up to and including DEM_Stop."""
+def frames(data: Data, commands: frozenset[int] | None = None) -> Iterator[Frame]:
+    """The frames of a demo file's bytes, up to and including DEM_Stop; only those whose
+    command is in ``commands`` when it is given (the walk itself sees every frame)."""
     i, size = HEADER_SIZE, len(data)
+    header = [0, 0, 0]
     while i < size:
         start = i
-        # Three varints; most are one byte, read inline (this loop sees every frame).
-        command = data[i]
-        i += 1
-        if command & 0x80:
-            command, i = varint(data, i - 1)
-        tick = data[i] if i < size else 0
-        i += 1
-        if tick & 0x80:
-            tick, i = varint(data, i - 1)
-        length = data[i] if i < size else 0
-        i += 1
-        if length & 0x80:
-            length, i = varint(data, i - 1)
+        for n in range(3):  # command, tick, body size: varints, read inline (hot loop)
+            value = shift = 0
+            while True:
+                if i >= size:
+                    raise WireError(f"the frame at byte {start} runs past the end of the file")
+                byte = data[i]
+                i += 1
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    raise WireError(f"the frame at byte {start} has a varint over 64 bits")
+            header[n] = value
+        command, tick, length = header
         if i + length > size:
             raise WireError(f"the frame at byte {start} runs past the end of the file")
         kind = command & ~COMPRESSED
-        yield Frame(start, kind, bool(command & COMPRESSED), tick, i, i + length)
+        if commands is None or kind in commands:
+            yield Frame(start, kind, bool(command & COMPRESSED), tick, i, i + length)
         i += length
         if kind == DEM_STOP:
             return
@@ -210,21 +215,35 @@ class BitReader:
 
 
 class BitWriter:
-    """The writing side of BitReader."""
+    """The writing side of BitReader: whole bytes go out as soon as they are complete."""
 
     def __init__(self) -> None:
-        self._value = 0
-        self._size = 0
+        self._out = bytearray()
+        self._bits = 0  # pending bits, fewer than 8 after every call
+        self._count = 0
 
     def put(self, value: int, bits: int) -> None:
-        self._value |= (value & ((1 << bits) - 1)) << self._size
-        self._size += bits
+        self._bits |= (value & ((1 << bits) - 1)) << self._count
+        self._count += bits
+        self._flush()
 
     def flag(self, value: bool) -> None:
         self.put(int(value), 1)
 
     def bytes(self, data: bytes) -> None:
-        self.put(int.from_bytes(data, "little"), 8 * len(data))
+        if not self._count:
+            self._out += data
+            return
+        self._bits |= int.from_bytes(data, "little") << self._count
+        self._count += 8 * len(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        whole = self._count // 8
+        if whole:
+            self._out += (self._bits & ((1 << (8 * whole)) - 1)).to_bytes(whole, "little")
+            self._bits >>= 8 * whole
+            self._count -= 8 * whole
 
     def ubitvar(self, value: int) -> None:
         if value < 16:
@@ -240,7 +259,9 @@ class BitWriter:
             self.put(value >> 4, 28)
 
     def getvalue(self) -> bytes:
-        return self._value.to_bytes((self._size + 7) // 8, "little")
+        if self._count:
+            return bytes(self._out) + self._bits.to_bytes(1, "little")
+        return bytes(self._out)
 
 
 # -- packets ----------------------------------------------------------------------------------
