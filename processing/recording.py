@@ -31,8 +31,9 @@ from processing.source import SourceInfo
 MAGIC = b"EEICTREC"
 END_MAGIC = b"EEICTEND"
 FORMAT_VERSION = 1
-SCHEMA_VERSION = 2  # version of the frame fields (processing/frames.py); 2: client names,
-# switch/is_halftime/nade_events, bomb without a position, settings and events metadata
+SCHEMA_VERSION = 3  # version of the frame fields (processing/frames.py); 2: client names,
+# switch/is_halftime/nade_events, bomb without a position, settings and events metadata;
+# 3: demos read with their string tables restored (weapons, inventories, positions, grenades)
 SUFFIX = ".eeict"
 
 _HEAD = struct.Struct("<8sHHI")  # magic, format version, flags, reserved

@@ -51,6 +51,21 @@ def demos_dir() -> Path:
     return require_shared("demos")
 
 
+@pytest.fixture(scope="session")
+def parsed_demo(demos_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``name`` -> the demo file demoparser2 reads when it is processed: the shared demo, or
+    its copy with the string tables restored (processing/demo/stringtables.py). References
+    taken from demoparser2 read the same input as the frames."""
+    from processing.demo.stringtables import restore_string_tables
+
+    folder = tmp_path_factory.mktemp("restored")
+
+    def get(name: str) -> Path:
+        return restore_string_tables(demos_dir / f"{name}.dem", folder)
+
+    return get
+
+
 async def until(condition, seconds: float = 30.0, what: str = "condition") -> None:
     """Wait for ``condition()`` (polled), failing the test after ``seconds``."""
     loop = asyncio.get_running_loop()

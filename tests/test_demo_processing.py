@@ -42,12 +42,12 @@ def demo(demos_dir: Path) -> Callable[[str], tuple[SourceInfo, list[Frame]]]:
 
 
 @pytest.fixture(scope="session")
-def reference(demos_dir: Path) -> Callable[[str], DemoParser]:
+def reference(parsed_demo: Callable[[str], Path]) -> Callable[[str], DemoParser]:
     parsers: dict[str, DemoParser] = {}
 
     def get(name: str) -> DemoParser:
         if name not in parsers:
-            parsers[name] = DemoParser(str(demos_dir / f"{name}.dem"))
+            parsers[name] = DemoParser(str(parsed_demo(name)))
         return parsers[name]
 
     return get

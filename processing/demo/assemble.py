@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
+
 from processing.demo.bomb import BombEvents, BombState
 from processing.demo.events import Events
 from processing.demo.nades import nades_in_flight
 from processing.demo.parse import TICKRATE, Parsed, game_settings, parse_demo
-from processing.demo.players import PlayerRows, PlayerTable
+from processing.demo.players import VOLATILE, PlayerRows, PlayerTable
 from processing.demo.rounds import Rounds, first_name
 from processing.frames import PLAYER_FIELDS, Frame, Inferno, Player
 from processing.source import MatchData, SourceInfo
@@ -62,16 +64,11 @@ class _Builder:
 
     def __init__(self, parsed: Parsed) -> None:
         self.players = PlayerRows.from_windows(parsed.windows)
-        self.players.name_weapons(
-            parsed.events.get("weapon_fire"),
-            parsed.events.get("player_death"),
-            parsed.held_grenades,
-        )
         self.rounds = Rounds.from_rows(self.players)
         self.events = Events.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.bomb = BombEvents.from_parsed(parsed.events, self.players, self.rounds.round_start)
         self.nades = nades_in_flight(parsed.grenades, self.players, self.events.detonated)
-        self.table = PlayerTable.from_rows(self.players, self.bomb.planting)
+        self.table = PlayerTable.from_rows(self.players)
 
     def frames(self) -> Iterator[Frame]:
         """Frames block by block; each block is built with the cyclic GC paused.
@@ -96,6 +93,26 @@ class _Builder:
                     gc.enable()
             yield from frames
 
+    def _players(self, lo: int, hi: int) -> list[Player]:
+        """The player dicts of table rows [lo, hi): each a copy of its run's shared fields
+        (made once per run) with the fields that change every tick set on it."""
+        columns, run = self.table.columns, self.table.run_start[lo:hi]
+        firsts = np.unique(run)
+        shared = zip(*(col[firsts].tolist() for col in columns), strict=True)
+        runs = {
+            r: dict(zip(PLAYER_FIELDS, values, strict=True))
+            for r, values in zip(firsts.tolist(), shared, strict=True)
+        }
+        index = {field: i for i, field in enumerate(PLAYER_FIELDS)}
+        xs, ys, zs, yaws, pitches = (columns[index[f]][lo:hi].tolist() for f in VOLATILE)
+        out: list[Player] = []
+        for r, x, y, z, yaw, pitch in zip(run.tolist(), xs, ys, zs, yaws, pitches, strict=True):
+            player = runs[r].copy()
+            player["x"], player["y"], player["z"] = x, y, z
+            player["view_x"], player["view_y"] = yaw, pitch
+            out.append(player)  # type: ignore[arg-type]
+        return out
+
     def _block(
         self, block: int, bomb: BombState, infernos: dict[int, list[Inferno]]
     ) -> list[Frame]:
@@ -104,14 +121,11 @@ class _Builder:
         stop = min(block + _BLOCK_TICKS, len(ticks))
         pb, first_tick = self.table.bounds, int(ticks[0])
         lo, hi = int(pb[block]), int(pb[stop])
-        rows = list(zip(*(col[lo:hi].tolist() for col in self.table.columns), strict=True))
         starts = (pb[block : stop + 1] - lo).tolist()
+        players_of = self._players(lo, hi)
         out: list[Frame] = []
         for f in range(block, stop):
-            players: list[Player] = [
-                dict(zip(PLAYER_FIELDS, row, strict=True))  # type: ignore[misc]
-                for row in rows[starts[f - block] : starts[f - block + 1]]
-            ]
+            players = players_of[starts[f - block] : starts[f - block + 1]]
             tick = int(ticks[f])
             nade_events = events.nade_events.get(f)
             out.append(

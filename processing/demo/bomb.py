@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from processing.demo.parse import TICKRATE, nan_to_none
+from processing.demo.parse import nan_to_none
 from processing.demo.players import PlayerRows
 from processing.frames import Bomb, Player
 
-PLANT_SECONDS = 3.0  # time a C4 plant takes in CS2
 # (kind, name, sid, x, y, z); a field demoparser2 did not give is None
 BombEvent = tuple[str, Any, int | None, Any, Any, Any]
 
@@ -32,7 +31,6 @@ class BombEvents:
 
     by_frame: dict[int, list[BombEvent]]
     has_info: bool  # any bomb event at all
-    planting: list[tuple[int, int, int]]  # (first frame, end frame, sid) of each plant
     initial_carrier: tuple[str, int | None] | None  # who had the bomb when the demo began
 
     @classmethod
@@ -42,7 +40,7 @@ class BombEvents:
         """Bomb events in order, with the carrier filling in names demoparser2 lost.
 
         Only the carrier can drop or plant the bomb, so an unnamed drop or plant is the
-        current carrier's. Also records who was planting during the PLANT_SECONDS before.
+        current carrier's.
         """
         n = len(players.ticks)
         merged: list[tuple[int, int, str, Any, Any, Any, Any, Any]] = []
@@ -61,7 +59,6 @@ class BombEvents:
                     merged.append((int(ev["tick"].iat[i]), order, kind, f, *vals))
         merged.sort(key=lambda e: (e[0], e[1]))
         by_frame: dict[int, list[BombEvent]] = defaultdict(list)
-        planting: list[tuple[int, int, int]] = []
         round_frames = np.flatnonzero(round_start)
         carrier: tuple[str, int | None] | None = None
         first = merged[0] if merged else None
@@ -70,7 +67,7 @@ class BombEvents:
             carrier = (first[4], first[5])
         rounds_seen = int(np.searchsorted(round_frames, first[3], "right")) if first else 0
         initial_carrier = carrier if rounds_seen == 0 else None
-        for tick, _, kind, f, name, sid, x, y, z in merged:
+        for _, _, kind, f, name, sid, x, y, z in merged:
             rounds_now = int(np.searchsorted(round_frames, f, "right"))
             if rounds_now != rounds_seen:
                 rounds_seen, carrier = rounds_now, None
@@ -80,13 +77,9 @@ class BombEvents:
                 if name is None and carrier is not None:
                     name, sid = carrier
                 carrier = None
-                if kind == "planted" and sid is not None:
-                    first_tick = tick - round(PLANT_SECONDS * TICKRATE)
-                    first_frame = int(players.frame_index([first_tick])[0])
-                    planting.append((first_frame, f, int(sid)))
             sid_int = int(sid) if sid is not None else None
             by_frame[f].append((kind, name, sid_int, x, y, z))
-        return cls(by_frame, bool(merged), planting, initial_carrier)
+        return cls(by_frame, bool(merged), initial_carrier)
 
 
 class BombState:

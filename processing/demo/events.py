@@ -2,8 +2,8 @@
 
 demoparser2 gives events as tables with their own ticks, and not every event tick has a
 frame (ticks without entity data are skipped), so each event goes on the first frame at or
-after its tick and events after the last frame are dropped. Kill names demoparser2 could not
-resolve are recovered here from the player rows. The bomb's events are in bomb.py.
+after its tick and events after the last frame are dropped. The bomb's events are in
+bomb.py.
 """
 
 from __future__ import annotations
@@ -93,33 +93,24 @@ def _detonations(
 
 
 def _kills(deaths: pd.DataFrame | None, players: PlayerRows) -> dict[int, list[Kill]]:
-    """Kill entries; names demoparser2 could not resolve come from the players who died
-    (alive flag went off) or scored (kill count went up) on that frame or the next."""
+    """Kill entries, names as demoparser2 gives them ("" for a bot, which it does not know)."""
     kills: dict[int, list[Kill]] = defaultdict(list)
     if deaths is None or not len(deaths):
         return kills
     n = len(players.ticks)
-    died = players.transitions("alive", rising=False)
-    scored = players.transitions("kills", rising=True)
     fi = players.frame_index(deaths["tick"]).tolist()
     victims = _names(deaths, "user_name")
     killers = _names(deaths, "attacker_name")
-    # Named players are not candidates for the unnamed events of the same frames.
-    for f, victim, killer in zip(fi, victims, killers, strict=True):
-        _unclaim(players, died, f, victim)
-        _unclaim(players, scored, f, killer)
     killer_team = deaths["attacker_team_num"].tolist() if "attacker_team_num" in deaths else None
     weapons, hs = deaths["weapon"].tolist(), deaths["headshot"].tolist()
     pen = deaths["penetrated"].tolist()
     for i, f in enumerate(fi):
         if f >= n:
             continue
-        victim = victims[i] if victims[i] is not None else _claim(players, died, f)
-        killer = killers[i] if killers[i] is not None else _claim(players, scored, f)
         kills[f].append(
             {
-                "killer": killer or "",
-                "victim": victim or "",
+                "killer": killers[i] or "",
+                "victim": victims[i] or "",
                 "weapon": _kill_weapon(str(weapons[i]), killer_team[i] if killer_team else None),
                 "is_hs": bool(hs[i]),
                 "penetrations": int(pen[i]),
@@ -139,26 +130,6 @@ def _kill_weapon(raw: str, team: object) -> str:
 def _names(df: pd.DataFrame, column: str) -> list[str | None]:
     values = df[column].tolist() if column in df else [None] * len(df)
     return [nan_to_none(v) for v in values]
-
-
-def _unclaim(
-    players: PlayerRows, found: dict[int, list[int]], frame: int, name: str | None
-) -> None:
-    for f in (frame, frame + 1):
-        rows = found.get(f, [])
-        for r in rows:
-            if players.name[r] == name:
-                rows.remove(r)
-                return
-
-
-def _claim(players: PlayerRows, found: dict[int, list[int]], frame: int) -> str | None:
-    """Take the next unclaimed player whose value changed on this frame or the next."""
-    for f in (frame, frame + 1):
-        rows = found.get(f)
-        if rows:
-            return players.name[rows.pop(0)]
-    return None
 
 
 def _infernos(

@@ -1,8 +1,7 @@
-"""Grenades in flight: demoparser2's grenade entities turned into positions per frame.
+"""Grenades in flight: demoparser2's projectile rows turned into positions per frame.
 
-demoparser2 gives a grenade's position as the entity's raw cell and offset props, sent on
-change only, and leaves the cell unknown until the entity's cell is first sent; this module
-rebuilds world positions (inferring missing cells from the thrower) and keeps each projectile
+demoparser2's parse_grenades gives each projectile's world position on every tick it exists
+(x, y, z from the entity's cell and offset); this module names and teams them and keeps each
 from its first tick until its detonation event (or removal).
 """
 
@@ -13,11 +12,10 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from processing.demo.parse import AXES, GRENADE_CELL, GRENADE_TEAM, GRENADE_VEC
+from processing.demo.parse import GRENADE_TEAM
 from processing.demo.players import TEAMS, PlayerRows
 from processing.frames import Nade
 
-_CELL, _WORLD_HALF = 512, 16384  # entity origin = cell * 512 - 16384 + vec
 _NADE_TYPES = {
     "CSmokeGrenadeProjectile": "Smoke Grenade",
     "CHEGrenadeProjectile": "HE Grenade",
@@ -33,13 +31,9 @@ _FIRE_BY_TEAM = {"T": "Molotov", "CT": "Incendiary Grenade"}
 def nades_in_flight(
     gren: pd.DataFrame | None, players: PlayerRows, detonated: dict[int, int]
 ) -> dict[int, list[Nade]]:
-    """Projectiles from their first tick until their detonation event (or removal).
-
-    demoparser2 leaves an axis' position NaN while the entity's cell was never sent; the
-    cell is the one that puts the grenade within half a cell (256 units) of its thrower at
-    its first tick, since grenades spawn at the thrower's eyes. ``detonated`` maps a grenade
-    entity id to its detonation tick.
-    """
+    """Projectiles from their first tick until their detonation event (or removal); a row
+    without a position (demoparser2 never got the entity's cell) is left out.
+    ``detonated`` maps a grenade entity id to its detonation tick."""
     nades: dict[int, list[Nade]] = defaultdict(list)
     if gren is None or not len(gren) or "grenade_entity_id" not in gren:
         return nades
@@ -47,22 +41,7 @@ def nades_in_flight(
     gren = gren.sort_values(["grenade_entity_id", "tick"], kind="stable")
     eid = gren["grenade_entity_id"].to_numpy(np.int64)
     tick = gren["tick"].to_numpy(np.int64)
-    pos = np.full((len(gren), 3), np.nan)
-    for a, axis in enumerate(AXES):
-        cell_name = f"{GRENADE_CELL}{axis}"
-        vec_name = f"{GRENADE_VEC}{axis}"
-        if vec_name not in gren:
-            continue
-        vec = gren[vec_name].groupby(eid).ffill().groupby(eid).bfill().to_numpy(float)
-        cell = (
-            gren[cell_name].groupby(eid).ffill().to_numpy(float)
-            if cell_name in gren
-            else np.full(len(gren), np.nan)
-        )
-        pos[:, a] = cell * _CELL - _WORLD_HALF + vec
-        missing = np.isnan(cell)
-        if missing.any():
-            pos[:, a] = _infer_cells(gren, players, eid, tick, vec, cell, a)
+    pos = gren[["x", "y", "z"]].to_numpy(float)
     teams = _teams(gren, players, eid, tick)
     types = [
         _FIRE_BY_TEAM.get(team, "Molotov") if t == _FIRE_CLASS else _NADE_TYPES.get(t, t)
@@ -103,35 +82,4 @@ def _teams(gren: pd.DataFrame, players: PlayerRows, eid: np.ndarray, tick: np.nd
             num = players.value(sid, t, "team_num")
             first_team[e] = TEAMS.get(int(num), "UA") if num is not None else ""
         out.append(first_team[e])
-    return out
-
-
-def _infer_cells(
-    gren: pd.DataFrame,
-    players: PlayerRows,
-    eid: np.ndarray,
-    tick: np.ndarray,
-    vec: np.ndarray,
-    cell: np.ndarray,
-    axis: int,
-) -> np.ndarray:
-    """Positions on one axis, with each grenade's leading unknown cells taken from its thrower."""
-    out = cell * _CELL - _WORLD_HALF + vec
-    throwers = gren["steamid"].tolist() if "steamid" in gren else [None] * len(gren)
-    starts = np.flatnonzero(np.concatenate(([True], eid[1:] != eid[:-1])))
-    ends = np.append(starts[1:], len(eid))
-    key = ("x", "y", "z")[axis]
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        lead = np.isnan(cell[s:e])
-        if not lead.any() or np.isnan(vec[s]):
-            continue
-        ref = players.position(throwers[s], int(tick[s]), key)
-        if ref is None:
-            continue
-        if key == "z":
-            ref += 64.0  # eye height: grenades spawn at the eyes
-        guess = np.round((ref - vec[s] + _WORLD_HALF) / _CELL)
-        first_known = np.flatnonzero(~lead)
-        stop = s + (int(first_known[0]) if len(first_known) else e - s)
-        out[s:stop] = guess * _CELL - _WORLD_HALF + vec[s:stop]
     return out

@@ -9,6 +9,7 @@ of the package may expect in the parsed columns.
 from __future__ import annotations
 
 import struct
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,46 +18,46 @@ from typing import Any
 import pandas as pd
 from demoparser2 import DemoParser
 
+from processing.demo.stringtables import restore_string_tables
+from processing.demo.wire import WireError
+
 TICKRATE = 64.0  # CS2 servers tick at 64/s; the demo header does not carry it.
 _MAGIC = b"PBDEMS2\x00"
 
-_HEALTH, _HEALTH_CTRL = "health", "CCSPlayerController.m_iPawnHealth"
-_DAMAGE = "CCSPlayerController.CCSPlayerController_ActionTrackingServices.m_iDamage"
-_FLAGS = "CCSPlayerPawn.m_fFlags"
-# Field -> demoparser2 props, coalesced left to right (pawn value first, controller copy next).
-SOURCES: dict[str, tuple[str, ...]] = {
-    "x": ("X",),
-    "y": ("Y",),
-    "z": ("Z",),
-    "view_x": ("yaw",),
-    "view_y": ("pitch",),
-    "hp": (_HEALTH, _HEALTH_CTRL),
-    "money": ("balance",),
-    "armor": ("armor_value", "armor"),
-    "helmet": ("has_helmet", "CCSPlayerController.m_bPawnHasHelmet"),
-    "kit": ("has_defuser", "CCSPlayerController.m_bPawnHasDefuser"),
-    "actv_itm": ("active_weapon_name",),
-    "weapon_handle": ("active_weapon",),  # m_hActiveWeapon: the weapon entity in hand
-    "items": ("inventory",),
-    "flags": (_FLAGS,),
-    "is_walking": ("is_walking",),
-    "is_rld": ("is_in_reload",),
-    "is_defusing": ("is_defusing",),
-    "kills": ("kills_total",),
-    "deaths": ("deaths_total",),
-    "assists": ("assists_total",),
-    "dmg": (_DAMAGE,),
-    "rounds": ("total_rounds_played",),
-    "team_num": ("team_num",),
-    "alive": ("is_alive",),
-    "clan": ("clan_name",),
-    "team_clan": ("team_clan_name",),
-    "team_wins": ("team_rounds_total",),
-    "freeze": ("is_freeze_period",),
-    "round_start_time": ("round_start_time",),
-    "game_phase": ("game_phase",),
+# Field -> the demoparser2 prop it is read from.
+SOURCES: dict[str, str] = {
+    "x": "X",
+    "y": "Y",
+    "z": "Z",
+    "view_x": "yaw",
+    "view_y": "pitch",
+    "hp": "health",
+    "money": "balance",
+    "armor": "armor_value",
+    "helmet": "has_helmet",
+    "kit": "has_defuser",
+    "actv_itm": "active_weapon_name",
+    "items": "inventory",
+    "flags": "CCSPlayerPawn.m_fFlags",
+    "is_walking": "is_walking",
+    "is_rld": "is_in_reload",  # the weapon in hand's m_bInReload
+    "is_planting": "m_bStartedArming",  # the weapon in hand's: the C4 while it is armed
+    "is_defusing": "is_defusing",
+    "kills": "kills_total",
+    "deaths": "deaths_total",
+    "assists": "assists_total",
+    "dmg": "CCSPlayerController.CCSPlayerController_ActionTrackingServices.m_iDamage",
+    "rounds": "total_rounds_played",
+    "team_num": "team_num",
+    "alive": "is_alive",
+    "clan": "clan_name",
+    "team_clan": "team_clan_name",
+    "team_wins": "team_rounds_total",
+    "freeze": "is_freeze_period",
+    "round_start_time": "round_start_time",
+    "game_phase": "game_phase",
 }
-TICK_PROPS: list[str] = list(dict.fromkeys(p for props in SOURCES.values() for p in props))
+TICK_PROPS: list[str] = list(SOURCES.values())
 
 EVENTS = [
     "player_death",
@@ -77,13 +78,7 @@ EVENTS = [
 ]
 EVENT_PLAYER_PROPS = ["X", "Y", "Z", "team_num"]
 
-AXES = "XYZ"
-GRENADE_CELL = "Grenade.CBodyComponentBaseAnimGraph.m_cell"  # + axis
-GRENADE_VEC = "Grenade.CBodyComponentBaseAnimGraph.m_vec"  # + axis
 GRENADE_TEAM = "Grenade.m_iTeamNum"
-GRENADE_PROPS = [f"{part}{axis}" for part in (GRENADE_CELL, GRENADE_VEC) for axis in AXES] + [
-    GRENADE_TEAM
-]
 
 
 class DemoError(Exception):
@@ -103,7 +98,6 @@ class Parsed:
     windows: Iterator[pd.DataFrame]  # parse_ticks answers for consecutive tick windows
     events: dict[str, pd.DataFrame]
     grenades: pd.DataFrame  # projectiles in flight
-    held_grenades: pd.DataFrame  # grenade weapons in a player's inventory: tick, steamid, class
 
 
 def parse_demo(
@@ -112,38 +106,57 @@ def parse_demo(
     """The demoparser2 passes read_demo needs (also the benchmark's baseline).
 
     Events and grenades are read at once; player rows come lazily from ``windows``, in one
-    window unless the file is larger than ``window_above`` bytes.
+    window unless the file is larger than ``window_above`` bytes. A demo whose string tables
+    only a DEM_StringTables frame carries is parsed from a restored copy (stringtables.py),
+    removed once the last window is read.
     """
     path = Path(path)
     size = _check_file(path)
+    workdir = tempfile.TemporaryDirectory(prefix="eeict-demo-")
     try:
-        parser = DemoParser(str(path))
+        source = restore_string_tables(path, Path(workdir.name))
+        parser = DemoParser(str(source))
         header = parser.parse_header()
         events = dict(parser.parse_events(EVENTS, player=EVENT_PLAYER_PROPS))
-        # grenades=True adds the grenade weapons players carry (with their owner), which
-        # parse_ticks' inventory often lacks; one pass gives both.
-        everything = parser.parse_grenades(grenades=True, extra=GRENADE_PROPS)
+        grenades = parser.parse_grenades(extra=[GRENADE_TEAM])
     except (KeyboardInterrupt, SystemExit):
+        workdir.cleanup()
         raise
+    except WireError as exc:
+        workdir.cleanup()
+        raise DemoError(f"{path.name}: its string tables are corrupt ({exc})") from exc
     except BaseException as exc:  # demoparser2 raises plain Exception, or panics (BaseException)
+        workdir.cleanup()
         raise DemoError(
             f"{path.name}: demoparser2 cannot read it ({type(exc).__name__}: {exc}); "
             "is it a complete CS2 demo?"
         ) from exc
-    grenades, held = _split_grenades(everything)
+    grenades = _projectiles(grenades)
     last_tick = max(
         [int(df["tick"].max()) for df in (*events.values(), grenades) if len(df) and "tick" in df]
         or [0]
     )
-    windows = _windows(path, parser, window_ticks if size > window_above else None, last_tick)
-    return Parsed(header, windows, events, grenades, held)
+    window = window_ticks if size > window_above else None
+    windows = _windows(path, parser, window, last_tick, workdir)
+    return Parsed(header, windows, events, grenades)
 
 
 def _windows(
-    path: Path, parser: DemoParser, window: int | None, last_event_tick: int
+    path: Path,
+    parser: DemoParser,
+    window: int | None,
+    last_event_tick: int,
+    workdir: tempfile.TemporaryDirectory[str],
 ) -> Iterator[pd.DataFrame]:
     """parse_ticks answers: the whole demo at once (``window`` None), or ``window`` ticks at a
-    time until past the last event and a window comes back empty."""
+    time until past the last event and a window comes back empty; then ``workdir`` goes."""
+    with workdir:
+        yield from _ticks(path, parser, window, last_event_tick)
+
+
+def _ticks(
+    path: Path, parser: DemoParser, window: int | None, last_event_tick: int
+) -> Iterator[pd.DataFrame]:
     start, found = 0, False
     while True:
         ticks = list(range(start, start + window)) if window else None
@@ -168,15 +181,12 @@ def _windows(
         raise DemoError(f"{path.name}: demoparser2 found no player data in it; nothing to record")
 
 
-def _split_grenades(df: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Projectiles (class ``C...Projectile``) apart from grenade weapons held by a player."""
+def _projectiles(df: pd.DataFrame | None) -> pd.DataFrame:
+    """Grenades in flight: parse_grenades also lists the grenade weapons players carry."""
     if df is None or not len(df) or "grenade_type" not in df:
-        return pd.DataFrame(), pd.DataFrame()
+        return pd.DataFrame()
     flying = df["grenade_type"].astype(str).str.endswith("Projectile").to_numpy()
-    held = df.loc[~flying, ["tick", "steamid", "grenade_entity_id", "grenade_type"]]
-    # A tick with several snapshots repeats each entity: one row per (tick, owner, entity).
-    held = held[held["steamid"].notna()].drop_duplicates(["tick", "steamid", "grenade_entity_id"])
-    return df[flying].reset_index(drop=True), held.reset_index(drop=True)
+    return df[flying].reset_index(drop=True)
 
 
 def _check_file(path: Path) -> int:

@@ -9,7 +9,6 @@ fields from them, with the fields derived from several props computed vectorised
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,8 @@ from processing.demo.parse import SOURCES, nan_to_none
 from processing.frames import PLAYER_FIELDS
 from processing.vocabulary import client_name
 
-# Value used before demoparser2 first reports a field for a player (see docs/frame-fields.md).
+# Value where demoparser2 has none: the game never set the prop (a new entity's default), or
+# the weapon in hand has no such prop (docs/frame-fields.md).
 _DEFAULTS: dict[str, Any] = {
     "view_x": 0.0,
     "view_y": 0.0,
@@ -34,6 +34,7 @@ _DEFAULTS: dict[str, Any] = {
     "flags": 1,  # FL_ONGROUND
     "is_walking": False,
     "is_rld": False,
+    "is_planting": False,
     "is_defusing": False,
     "kills": 0,
     "deaths": 0,
@@ -48,21 +49,8 @@ _DEFAULTS: dict[str, Any] = {
 }
 _INTS = ("hp", "money", "armor", "kills", "deaths", "assists", "dmg", "rounds", "flags")
 _INTS += ("team_num", "team_wins")
-_BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_defusing", "alive")
+_BOOLS = ("helmet", "kit", "is_walking", "is_rld", "is_planting", "is_defusing", "alive")
 TEAMS = {0: "UA", 1: "S", 2: "T", 3: "CT"}
-# Grenade weapon classes (parse_grenades(grenades=True)) -> the client's names.
-_HELD_GRENADES = {
-    "CSmokeGrenade": "Smoke Grenade",
-    "CHEGrenade": "HE Grenade",
-    "CFlashbang": "Flashbang",
-    "CMolotovGrenade": "Molotov",
-    "CIncendiaryGrenade": "Incendiary Grenade",
-    "CDecoyGrenade": "Decoy Grenade",
-}
-_ENTITY_INDEX = (1 << 14) - 1  # an entity handle's low bits are the entity index
-# Kill weapons that are not the killer's weapon in hand (a thrown grenade, fire, the bomb).
-_NOT_IN_HAND = {"hegrenade", "inferno", "molotov", "incgrenade", "flashbang", "smokegrenade"}
-_NOT_IN_HAND |= {"decoy", "planted_c4", "world", "worldent", "prop_exploding_barrel"}
 
 
 @dataclass
@@ -86,18 +74,16 @@ class PlayerRows:
         """Rows from parse_ticks answers for consecutive tick windows, in order.
 
         Each window is made into compact numpy columns and dropped before the next is
-        parsed, so a long demo never has all of demoparser2's rows in memory at once; each
-        player's last values are carried into the next window (values are sent on change).
+        parsed, so a long demo never has all of demoparser2's rows in memory at once.
         """
         parts: list[dict[str, np.ndarray]] = []
-        carry: pd.DataFrame | None = None
         for df in windows:
             if df is None or not len(df) or "tick" not in df:
                 continue
             if not df["tick"].is_monotonic_increasing:
                 df = df.sort_values("tick", kind="stable")
             df = df.reset_index(drop=True)
-            cols, carry = _player_columns(df, carry)
+            cols = _player_columns(df)
             # demoparser2 repeats a player when a tick had several snapshots; the last holds.
             last = ~df.duplicated(["tick", "steamid"], keep="last").to_numpy()
             part = {field: values[last] for field, values in cols.items()}
@@ -121,104 +107,9 @@ class PlayerRows:
             name=merged["_name"],
         )
 
-    def name_weapons(
-        self, fire: pd.DataFrame | None, deaths: pd.DataFrame | None, held: pd.DataFrame
-    ) -> None:
-        """``actv_itm`` from the weapon entity in hand (``m_hActiveWeapon``, known every tick).
-
-        A weapon entity's item never changes, so its name, once the demo gives it (demoparser2's
-        ``active_weapon_name`` on any tick, a ``weapon_fire`` by the player holding it, or a
-        kill with a weapon held in hand), is the name for every tick that entity is in hand. A
-        player holding an entity whose name the demo never gives has "" (not the previous
-        weapon's name). ``held`` (grenade weapons with their owner, per tick) names a held
-        grenade by its entity index. The weapon in hand and the grenades a player owns on a
-        tick are in their inventory, so they are added to ``items`` where demoparser2's
-        inventory lacks them.
-        """
-        handle = self.cols["weapon_handle"]
-        named = self.cols.pop("weapon_named")
-        names: dict[float, str] = {}
-        for h, name in zip(
-            handle[named].tolist(), self.cols["actv_itm"][named].tolist(), strict=True
-        ):
-            names.setdefault(h, name)
-        for table, who in ((fire, "user_steamid"), (deaths, "attacker_steamid")):
-            if table is None or not len(table) or who not in table:
-                continue
-            rows = self.rows_at(table["tick"], table[who])
-            for r, weapon in zip(rows.tolist(), table["weapon"].tolist(), strict=True):
-                if r >= 0 and handle[r] == handle[r] and str(weapon) not in _NOT_IN_HAND:
-                    names.setdefault(handle[r], client_name(str(weapon)))
-        owned: dict[int, list[str]] = defaultdict(list)  # row -> grenades owned on its tick
-        if len(held):
-            rows = self.rows_at(held["tick"], held["steamid"], exact=True)
-            kinds = [_HELD_GRENADES.get(k, k) for k in held["grenade_type"].tolist()]
-            eids = held["grenade_entity_id"].tolist()
-            for r, kind, eid in zip(rows.tolist(), kinds, eids, strict=True):
-                if r < 0:
-                    continue
-                owned[r].append(kind)
-                h = handle[r]
-                if h == h and int(h) & _ENTITY_INDEX == int(eid):
-                    names.setdefault(h, kind)
-        active = [names.get(h, "") for h in handle.tolist()]
-        self.cols["actv_itm"] = np.array(active, dtype=object)
-        items = self.cols["items"]
-        # Equal inventories share one list; each (list, additions) pair is worked out once.
-        # The cache keeps the original lists alive, so their ids stay unique.
-        done: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[str]]] = {}
-        for r in range(len(active)):
-            extra = tuple(sorted(owned[r])) if r in owned else ()
-            if active[r]:
-                extra += (active[r],)
-            if not extra:
-                continue
-            key = (id(items[r]), extra)
-            if key not in done:
-                have, wanted = Counter(items[r]), Counter(owned.get(r, ()))
-                missing = wanted - have
-                if active[r] and not (have + wanted)[active[r]]:
-                    missing[active[r]] += 1
-                done[key] = (items[r], [*items[r], *missing.elements()] if missing else items[r])
-            items[r] = done[key][1]
-
-    def rows_at(self, event_ticks: Any, steamids: Any, exact: bool = False) -> np.ndarray:
-        """Row of each (tick, steam id) on the frame at or before the tick (``exact``: on
-        the tick itself); -1 where none."""
-        event_ticks = np.asarray(event_ticks, np.int64)
-        frames = np.searchsorted(self.ticks, event_ticks, side="right") - 1
-        # Steam ids come as strings, floats with NaN or uint64: exact ints, 0 where missing.
-        ints = [_steamid(v) for v in list(steamids)]
-        wanted = np.array([v or 0 for v in ints], dtype=np.uint64)
-        valid = np.array([v is not None for v in ints], dtype=bool) & (frames >= 0)
-        if exact:
-            valid &= self.ticks[np.clip(frames, 0, None)] == event_ticks
-        players, code = np.unique(self.sid, return_inverse=True)
-        at = np.clip(np.searchsorted(players, wanted), 0, len(players) - 1)
-        valid &= players[at] == wanted
-        keys = self.row_frame.astype(np.int64) * len(players) + code
-        order = np.argsort(keys, kind="stable")
-        query = np.where(valid, frames, 0).astype(np.int64) * len(players) + at
-        pos = np.clip(np.searchsorted(keys[order], query), 0, len(order) - 1)
-        found = valid & (keys[order][pos] == query)
-        return np.where(found, order[pos], -1)
-
     def frame_index(self, event_ticks: Any) -> np.ndarray:
         """Index of the frame an event goes on: the first frame at or after its tick."""
         return np.searchsorted(self.ticks, np.asarray(event_ticks, dtype=np.int64), side="left")
-
-    def transitions(self, field: str, rising: bool) -> dict[int, list[int]]:
-        """Rows by frame where a player's value went up (or down) since their previous row."""
-        values = self.cols[field].astype(np.int64)
-        order = np.lexsort((self.row_frame, self.sid))
-        same = self.sid[order][1:] == self.sid[order][:-1]
-        diff = values[order][1:] - values[order][:-1]
-        changed = same & ((diff > 0) if rising else (diff < 0))
-        rows = order[1:][changed]
-        found: dict[int, list[int]] = defaultdict(list)
-        for r in rows.tolist():
-            found[int(self.row_frame[r])].append(r)
-        return found
 
     def position(self, sid: Any, tick: int, key: str) -> float | None:
         """Player ``sid``'s coordinate ``key`` on the last frame at or before ``tick``."""
@@ -241,36 +132,13 @@ class PlayerRows:
         return None if value != value else value
 
 
-def _player_columns(
-    df: pd.DataFrame, carry: pd.DataFrame | None
-) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """One filled column per field for a window's rows, and each player's last values
-    (``carry``: the previous window's, carried forward into this one)."""
-    merged = pd.DataFrame(index=df.index)
-    weapon_named = (
-        df["active_weapon_name"].notna().to_numpy() if "active_weapon_name" in df else None
-    )
-    for field, props in SOURCES.items():
-        col = None
-        for prop in props:
-            if prop in df:
-                col = df[prop] if col is None else col.where(col.notna(), df[prop])
-        merged[field] = col if col is not None else pd.Series(np.nan, index=df.index)
-    # Props are sent on change only: the last reported value holds until the next one.
-    # Never a later value: before a position axis is first reported the player is left out.
-    steamid = df["steamid"].to_numpy(np.uint64)
-    ahead = 0
-    if carry is not None and len(carry):
-        ahead = len(carry)
-        merged = pd.concat([carry.drop(columns="_sid"), merged], ignore_index=True)
-        steamid = np.concatenate([carry["_sid"].to_numpy(np.uint64), steamid])
-    merged = merged.groupby(steamid, sort=False).ffill()
-    last = ~pd.Series(steamid).duplicated(keep="last").to_numpy()
-    carry = merged[last].assign(_sid=steamid[last]).reset_index(drop=True)
-    merged = merged.iloc[ahead:].reset_index(drop=True)
+def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One column per field for a window's rows: demoparser2's value on that tick (it keeps
+    each entity's state), the field's default where there is none. A missing position stays
+    NaN: that player is left out of the frame rather than placed anywhere."""
     cols: dict[str, np.ndarray] = {}
-    for field in merged.columns:
-        series = merged[field]
+    for field, prop in SOURCES.items():
+        series = df[prop] if prop in df else pd.Series(np.nan, index=df.index)
         if field in _DEFAULTS and series.isna().any():
             series = series.where(series.notna(), _DEFAULTS[field])
         if field in _INTS:
@@ -284,16 +152,8 @@ def _player_columns(
             cols[field] = np.array([names[v] for v in series.tolist()], dtype=object)
         else:
             cols[field] = series.to_numpy()
-    cols["weapon_named"] = (
-        weapon_named if weapon_named is not None else np.zeros(len(df), dtype=bool)
-    )
-    cols["weapon_handle"] = cols["weapon_handle"].astype(float)
-    cols["known"] = (
-        ~np.isnan(cols["x"].astype(float))
-        & ~np.isnan(cols["z"].astype(float))
-        & ~np.isnan(cols["y"].astype(float))
-    )
-    return cols, carry
+    cols["known"] = ~np.isnan(np.stack([cols[a].astype(float) for a in "xyz"])).any(axis=0)
+    return cols
 
 
 def _steamid(value: Any) -> int | None:
@@ -318,30 +178,33 @@ def _client_lists(values: list[Any]) -> np.ndarray:
     return out
 
 
+# Player fields that change on almost every tick; the others stay the same for runs of ticks.
+VOLATILE = ("x", "y", "z", "view_x", "view_y")
+
+
 @dataclass
 class PlayerTable:
     """Alive players' frame fields as arrays in frame order, one per PLAYER_FIELDS entry.
 
-    The players of frame f are the rows bounds[f]:bounds[f+1] of every column.
+    The players of frame f are the rows bounds[f]:bounds[f+1] of every column. ``run_start``
+    names, for each row, the first row of its run: the same player on consecutive frames with
+    every field but the VOLATILE ones equal, so frames can share that part.
     """
 
     bounds: np.ndarray
     columns: list[np.ndarray]
+    run_start: np.ndarray
     c4_carrier: dict[int, tuple[str, int]]  # frame -> (name, sid) of who has the C4 in inventory
 
     @classmethod
-    def from_rows(cls, players: PlayerRows, planting: list[tuple[int, int, int]]) -> PlayerTable:
-        """The table; ``planting`` is (first frame, end frame, sid) of each bomb plant."""
+    def from_rows(cls, players: PlayerRows) -> PlayerTable:
+        """The table of the alive players whose position is known."""
         c = players.cols
         rows = np.flatnonzero(c["alive"] & c["known"])
         bounds = np.searchsorted(players.row_frame[rows], np.arange(len(players.ticks) + 1))
         flags = c["flags"][rows]
         ducking = (flags & 2) != 0  # FL_DUCKING
         rounds, dmg = c["rounds"][rows], c["dmg"][rows]
-        is_planting = np.zeros(len(players.sid), dtype=bool)
-        for first, end, sid in planting:
-            lo, hi = players.bounds[first], players.bounds[end]
-            is_planting[lo:hi] |= players.sid[lo:hi] == np.uint64(sid)
         team_names = np.array([TEAMS.get(t, "UA") for t in range(4)], dtype=object)
         team = c["team_num"][rows]
         derived = {
@@ -352,7 +215,6 @@ class PlayerTable:
             "is_standing": ~ducking,
             "is_air": (flags & 1) == 0,  # FL_ONGROUND
             "adr": np.divide(dmg, rounds, out=np.zeros(len(rows)), where=rounds > 0),
-            "is_planting": is_planting[rows],
         }
         columns = [derived[f] if f in derived else c[f][rows] for f in PLAYER_FIELDS]
         has_c4 = np.fromiter(("C4" in items for items in c["items"][rows]), bool, len(rows))
@@ -361,4 +223,21 @@ class PlayerTable:
             int(f): (players.name[r], int(players.sid[r]))
             for f, r in zip(players.row_frame[c4_rows].tolist(), c4_rows.tolist(), strict=True)
         }
-        return cls(bounds, columns, c4_carrier)
+        run_start = _run_starts(players.sid[rows], players.row_frame[rows], columns)
+        return cls(bounds, columns, run_start, c4_carrier)
+
+
+def _run_starts(sid: np.ndarray, frame: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """For each row, the first row of its run (see PlayerTable)."""
+    n = len(sid)
+    order = np.lexsort((frame, sid))
+    same = np.zeros(n, dtype=bool)
+    same[1:] = (sid[order][1:] == sid[order][:-1]) & (frame[order][1:] == frame[order][:-1] + 1)
+    for field, column in zip(PLAYER_FIELDS, columns, strict=True):
+        if field not in VOLATILE:
+            values = column[order]
+            same[1:] &= values[1:] == values[:-1]
+    first = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
+    run_start = np.empty(n, dtype=np.int64)
+    run_start[order] = order[first]
+    return run_start

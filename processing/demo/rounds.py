@@ -38,16 +38,22 @@ class Rounds:
         # demo's first tick (signon) describe the round already in progress.
         rst = _per_frame_first(players, c["round_start_time"].astype(float)).to_numpy()
         prev = np.concatenate(([np.nan], rst[:-1]))
-        t_name, t_wins = _team(players, 2)
-        ct_name, ct_wins = _team(players, 3)
+        t_name, t_wins, t_seen = _team(players, 2)
+        ct_name, ct_wins, ct_seen = _team(players, 3)
+        # A side nobody demoparser2 reports plays on (all bots: demoparser2 drops them) has won
+        # the rounds played that the other side has not (a drawn round, which CS2 hardly
+        # has, would count for it).
+        played = _per_frame_first(players, c["rounds"]).fillna(0).to_numpy(np.int64)
+        t_wins = np.where(ct_seen & ~t_seen, played - ct_wins, t_wins)
+        ct_wins = np.where(t_seen & ~ct_seen, played - t_wins, ct_wins)
         phase = _per_frame_first(players, c["game_phase"].astype(float)).to_numpy()
         return cls(
             freeze=freeze.where(freeze.notna(), False).astype(bool).tolist(),
             round_start=((rst != prev) & ~np.isnan(prev) & ~np.isnan(rst)).tolist(),
             t_name=t_name,
             ct_name=ct_name,
-            t_wins=t_wins,
-            ct_wins=ct_wins,
+            t_wins=t_wins.tolist(),
+            ct_wins=ct_wins.tolist(),
             halftime=(phase == _PHASE_HALFTIME).tolist(),
             switch=_switches(players).tolist(),
         )
@@ -75,16 +81,19 @@ def _per_frame_first(players: PlayerRows, values: np.ndarray) -> pd.Series:
     return s.reindex(range(len(players.ticks))).ffill()
 
 
-def _team(players: PlayerRows, team_num: int) -> tuple[list[str], list[int]]:
-    """A team's clan name and round wins on each frame, carried forward ("" and 0 before)."""
+def _team(players: PlayerRows, team_num: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A side's clan name and round wins on each frame, carried forward ("" and 0 before),
+    and whether any player on it was reported on the frame."""
     c, n = players.cols, len(players.ticks)
     on_team = c["team_num"] == team_num
     frames = players.row_frame[on_team]
     names = pd.Series(c["team_clan"][on_team]).groupby(frames).first()
     wins = pd.Series(c["team_wins"][on_team]).groupby(frames).first()
+    seen = np.zeros(n, dtype=bool)
+    seen[frames] = True
     names = names.reindex(range(n)).ffill().fillna("")
     wins = wins.reindex(range(n)).ffill().fillna(0).astype(np.int64)
-    return names.tolist(), wins.tolist()
+    return names.tolist(), wins.to_numpy(), seen
 
 
 def first_name(names: list[str]) -> str:
