@@ -209,16 +209,19 @@ class EventIndex:
         if state[3] and not before[3]:
             out.append({"tick": tick, "type": "explode", "player": None})
         if prev is not None:
-            t_won, ct_won = state[4] - prev[4], state[5] - prev[5]
-            # One more round won by exactly one side (a side switch swaps the totals instead).
-            if sorted((t_won, ct_won)) == [0, 1] and not frame.get("switch"):
+            # Totals are by side. On a switch frame the teams swap sides, so each total is
+            # compared with the other side's before; a round won on that same frame (the
+            # team's side then was the one before the switch) is still one round.
+            t_wins, ct_wins = (state[5], state[4]) if frame.get("switch") else state[4:6]
+            t_won, ct_won = t_wins - prev[4], ct_wins - prev[5]
+            if sorted((t_won, ct_won)) == [0, 1]:
                 out.append(
                     {
                         "tick": tick,
                         "type": "round_end",
                         "winner": "T" if t_won > 0 else "CT",
-                        "t_wins": state[4],
-                        "ct_wins": state[5],
+                        "t_wins": t_wins,
+                        "ct_wins": ct_wins,
                     }
                 )
 

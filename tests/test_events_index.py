@@ -101,16 +101,20 @@ def test_a_half_and_a_side_switch():
     ]  # fmt: skip
 
 
-def test_a_switch_with_one_more_round_on_one_side_is_no_round_end():
-    """On the switch frame the totals change by side, so a change that looks like one round
-    won (1:1 -> 1:2) is not one; the next round end counts on from the new totals."""
+def test_a_round_won_on_the_switch_frame_is_one_round_end():
+    """A pure switch turns 1:2 into 2:1 (the totals follow the teams). 1:1 -> 1:2 on the
+    switch frame is the team that was T, now CT, winning one more round: its side when it won
+    was T, and the entry's totals are by the sides before the switch."""
     m = Match()
     m.at(10, round_start=True, t_wins=1, ct_wins=1)
     m.at(20, switch=True, t_wins=1, ct_wins=2)
     m.at(30, ct_wins=3)
     entries = index_of(m.frames)
-    assert [(e["tick"], e["type"]) for e in entries] == [(10, "round_start"), (30, "round_end")]
-    assert entries[1]["winner"] == "CT" and (entries[1]["t_wins"], entries[1]["ct_wins"]) == (1, 3)
+    assert [(e["tick"], e["type"]) for e in entries] == [
+        (10, "round_start"), (20, "round_end"), (30, "round_end")
+    ]  # fmt: skip
+    assert (entries[1]["winner"], entries[1]["t_wins"], entries[1]["ct_wins"]) == ("T", 2, 1)
+    assert (entries[2]["winner"], entries[2]["t_wins"], entries[2]["ct_wins"]) == ("CT", 1, 3)
 
 
 def test_the_first_frame_and_held_states_add_nothing_twice():
