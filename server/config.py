@@ -115,7 +115,9 @@ class ServerConfig:
         choices=("all", "ingest", "serve"),
     )  # fmt: skip
     overviews: Path | None = option(
-        None, "folder of CS2 map overviews (<map>.txt and <map>_radar.png) for the radar",
+        None,
+        "folder of CS2 map overviews for the radar: <map>.txt and <map>_radar*.png or .jpg, "
+        "extracted from the game's files (docs/deploy.md)",
         metavar="DIR",
     )  # fmt: skip
     builtin_rounds: int = option(24, "rounds in the built-in generated match")
