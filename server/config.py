@@ -117,7 +117,7 @@ class ServerConfig:
     overviews: Path | None = option(
         None,
         "folder of CS2 map overviews for the radar: <map>.txt and <map>_radar*.png or .jpg, "
-        "extracted from the game's files (docs/deploy.md)",
+        "extracted from the game's files (README: The radar)",
         metavar="DIR",
     )  # fmt: skip
     builtin_rounds: int = option(24, "rounds in the built-in generated match")
