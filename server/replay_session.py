@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from server import protocol
-from server.config import DEFAULT_BUFFER_S
+from server.config import DEFAULT_BUFFER_S, MAX_BUFFER_S
 from server.metrics import Metrics
 from server.session_errors import RequestErrors
 from server.streams.encoding import ConnectionOptions
@@ -27,7 +27,6 @@ from server.streams.store import FrameStore
 REPLAY_REQUESTS = frozenset(
     {"play", "pause", "speed", "seek", "step", "buffer", "fetch", "credit", "cancel", "ping"}
 )
-MAX_BUFFER_S = 30.0
 OUTBOX_LIMIT = 64
 
 

@@ -258,7 +258,7 @@ def test_a_live_feed_wakes_nobody_by_the_clock_and_ends_its_subscribers():
 
     clock = Clock()
     store = GrowingStore("m", {"map": "de_mirage", "tickrate": RATE, "teams": {}})
-    feed = GrowingFeed(store, epoch=clock.now, source="gsi")
+    feed = GrowingFeed(store, epoch=clock.now)
     stream = Driven(LiveStream("m", feed, Metrics(), burst=8), clock)
     early = FakeSink()
     stream.subscribe(early, buffer=64)  # before the first frame: waits for it
@@ -311,7 +311,7 @@ def test_a_new_segment_tells_subscribers_what_was_lost():
 
     def feed_from(first: int, count: int) -> GrowingFeed:
         store = GrowingStore("m", {"map": "de_mirage", "tickrate": RATE, "teams": {}})
-        feed = GrowingFeed(store, epoch=1.0, source="broker", base_seq=first)
+        feed = GrowingFeed(store, epoch=1.0, base_seq=first)
         for seq in range(first, first + count):
             feed.append({"tick": seq, "players": []}, 0.0, 0.0)
         return feed
