@@ -242,7 +242,7 @@ async def test_a_quiet_feed_is_stale_then_resumes_without_breaking_seq(tmp_path,
         assert watcher.kinds("stale")[0]["stale"] is True
         (stream,) = [s for s in (await asyncio.to_thread(get_json, server, "/streams"))["streams"]
                      if s["id"] == MATCH]  # fmt: skip
-        assert stream["stale"] and stream["source"] == "broker"
+        assert stream["stale"] and stream["source"] == "gsi"
         before = len(watcher.seqs)
         again = await asyncio.to_thread(replay, server, capture, "--limit", "150", "--speed", "20")
         assert again.returncode == 0, again.stderr
