@@ -231,7 +231,7 @@ class Ingest:
                 run.epoch = await broker.start_stream(
                     run.name, {**meta, "started": now - count / RATE}
                 )
-            except BrokerError as exc:  # fmt: skip
+            except BrokerError as exc:
                 run.broker_retry_at = now + RETRY_S
                 self._warn(run.name, "start", "live match %s: cannot start its stream (%s); "
                            "trying again, frames are kept", run.name, exc)  # fmt: skip
@@ -255,9 +255,10 @@ class Ingest:
             log.error("live match %s: another process took over its stream (%s); this run is "
                       "still journaled and recorded here", run.name, exc)  # fmt: skip
         except BrokerError as exc:
-            # The broker's contract (server/broker/base.py): frames it was given are its own
-            # from then on, kept until its backend takes them; never given twice. Marks are
-            # given again (they merge).
+            # The broker's contract (docs/scale-out.md, "Failures"): frames that passed its
+            # seq check are its own, kept until its backend takes them, so they are never
+            # given twice (a second time is a seq error). Were some refused outright, readers
+            # would count them as lost, never silently. Marks are given again (they merge).
             run.published = count
             run.broker_retry_at = now + RETRY_S
             self._warn(run.name, "publish", "live match %s: the broker holds its frames for "
