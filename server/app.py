@@ -23,7 +23,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from server import http_app, protocol
-from server.broker import make_broker, redact_url
+from server.broker import Broker, make_broker, redact_url
 from server.builtin import load_builtin
 from server.catalog import Catalog
 from server.clock import steady_wall_clock
@@ -58,13 +58,18 @@ BROKER_PING_S = 2.0  # how often the broker's backend is asked, so its health is
 
 
 class App:
-    def __init__(self, config: ServerConfig, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        clock: Callable[[], float] | None = None,
+        broker: Broker | None = None,  # default: the one --broker names, of the default window
+    ) -> None:
         self.config = config
         self.clock = clock or steady_wall_clock()
         self.metrics = Metrics()
         self.catalog = Catalog(config.recordings)
         self.drivers: dict[str, LiveDriver] = {}  # live stream id -> its driver
-        self.broker = make_broker(config.broker)
+        self.broker = broker or make_broker(config.broker)
         self.ingest = Ingest(self)
         self.followers: dict[str, Follower] = {}  # live matches served here, by stream id
         self.downloads: http_app.Downloads | None = None  # set when the HTTP app is built

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from processing.gsi.framer import DELAY_S as GSI_DELAY_S
+from processing.gsi.framer import GAP_S as GSI_STALE_AFTER_S
 from server.broker import redact_url
 
 DEFAULT_PORT = 8080
 DEFAULT_HTTP_PORT = 8081
 DEFAULT_BUFFER_S = 2.0  # a subscriber that does not say otherwise is kept 2 s ahead
+MAX_BUFFER_S = 30.0  # the most a live subscriber or a replay session may ask to be sent ahead
 BUILTIN_STREAM = "generated"
 ENV_PREFIX = "EEICT_"
 MATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a live match's stream id
@@ -98,8 +100,10 @@ class ServerConfig:
         metavar="SECONDS",
     )  # fmt: skip
     gsi_stale_after: float = option(
-        6.0, "seconds without a post before a live match is marked stale", metavar="SECONDS"
-    )
+        GSI_STALE_AFTER_S, "seconds without a post before a live match is marked stale; a "
+        "longer silence is not interpolated across (the cfg's heartbeat is 2 s)",
+        metavar="SECONDS",
+    )  # fmt: skip
     gsi_finish_after: float = option(
         300.0, "seconds a stale live match waits for posts before it is written as a recording",
         metavar="SECONDS",

@@ -95,19 +95,28 @@ class Follower:
     def _new_segment(self, epoch: str, first_seq: int, lost: int) -> None:
         """A feed starting at ``first_seq``: on joining, or after frames the broker lost.
 
+        When this process ingests the match, the frames before ``first_seq`` come from the
+        ingest's store (the broker keeps only its window: after an ingest restart that is the
+        last minute of a match reloaded whole from its journal), so the feed starts at seq 0.
         Clients see the incarnation's start time (Unix seconds, the same on every replica) as
         the stream's epoch, as for recorded streams: they pace frame s at epoch + s / rate.
         """
         meta = {**self.info.meta, "synthetic": False}
-        store = GrowingStore(self.name, meta)
+        seed = self.app.ingest.frames_of(self.name, epoch) if first_seq > 0 else None
+        if seed is not None and seed.frame_count >= first_seq:
+            store, base_seq = seed.head(first_seq), 0
+            store.meta.update(meta)
+        else:
+            store, base_seq = GrowingStore(self.name, meta), first_seq
         shown_epoch = float(meta.get("started", 0.0)) or epoch
-        feed = GrowingFeed(store, shown_epoch, source="broker", base_seq=first_seq)
+        feed = GrowingFeed(store, shown_epoch, base_seq=base_seq)
         if self.feed is None or self.driver is None:
             stream = LiveStream(self.name, feed, self.app.metrics, self.app.config.burst)
             self.driver = self.app.add_stream(stream)
         else:
-            log.warning("live match %s: the broker lost %d frames; subscribers are told",
-                        self.name, lost)  # fmt: skip
+            if base_seq:
+                log.warning("live match %s: the broker lost %d frames; subscribers are told",
+                            self.name, lost)  # fmt: skip
             self.driver.stream.replace_feed(feed)
         self.feed = feed
 

@@ -157,8 +157,12 @@ def build(app: App) -> web.Application:
         return await downloads.serve(request, entry)
 
     async def gsi(request: web.Request) -> web.Response:
-        status, body = app.ingest.post(request.match_info["match"], await request.read())
-        return web.json_response(body, status=status)
+        try:
+            body: bytes | None = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            body = None  # refused by the ingest like any bad post: counted, answered in JSON
+        status, answer = app.ingest.post(request.match_info["match"], body)
+        return web.json_response(answer, status=status)
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})

@@ -19,7 +19,7 @@ from websockets.protocol import State
 
 from processing.recording import RecordingError, shown
 from server import protocol
-from server.config import DEFAULT_BUFFER_S
+from server.config import DEFAULT_BUFFER_S, MAX_BUFFER_S
 from server.metrics import Metrics
 from server.session_errors import RequestErrors
 from server.streams.encoding import ConnectionOptions
@@ -30,7 +30,6 @@ from server.streams.store import FrameStore
 REPLAY_REQUESTS = frozenset(
     {"play", "pause", "speed", "seek", "step", "buffer", "fetch", "credit", "cancel", "ping"}
 )
-MAX_BUFFER_S = 30.0
 OUTBOX_LIMIT = 64
 FILE_CHECK_S = 2.0  # how often a session checks that its recording's file is unchanged
 

@@ -188,6 +188,15 @@ def test_replay_command_exit_status(tmp_path, capsys):
         assert replay.run(args) == 0
         assert len(recorder.bodies) == 8 and "auth" not in recorder.bodies[0][1]
         assert "posted 8 payloads" in capsys.readouterr().err
+        # --skip goes on where a replay stopped: the next payloads, in order.
+        rest = parser.parse_args([capture, "--url", holder["url"], "--speed", "50", "--skip",
+                                  "5", "--limit", "4"])  # fmt: skip
+        assert replay.run(rest) == 0
+        expected = list(read_capture(capture, limit=9))
+        assert [body for _, body in recorder.bodies] == expected[:8] + expected[5:9]
+        assert "posted 4 payloads" in capsys.readouterr().err
+        bad = parser.parse_args([capture, "--url", holder["url"], "--skip", "-1"])
+        assert replay.run(bad) == 2
         dead = parser.parse_args([capture, "--url", "http://127.0.0.1:9/gsi/x", "--limit", "2"])
         assert replay.run(dead) == 1
         assert "cannot reach" in capsys.readouterr().err

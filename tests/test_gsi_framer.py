@@ -8,6 +8,7 @@ import pytest
 from conftest import require_shared
 
 from processing.gsi.capture import read_capture
+from processing.gsi.config import HEARTBEAT_S
 from processing.gsi.framer import DELAY_S, GAP_S, Framer, lerp_yaw
 
 SID_A, SID_B = "76561190000000001", "76561190000000002"
@@ -185,9 +186,23 @@ def test_ended_and_description():
     assert framer.ended
     d = framer.description
     assert d.map_name == "de_mirage" and d.team_names == {"t": "Alpha", "ct": ""}
-    assert [(r["name"], r["team"]) for r in d.roster] == [("alice", "T"), ("bob", "CT")]
-    info = d.source_info("gsi:final")
-    assert (info.map_name, info.tickrate, info.team_names) == ("de_mirage", 64.0, d.team_names)
+    framer.add({**over, "provider": {"name": "Counter-Strike 2", "version": 14030}}, 2.0)
+    assert d.provider == "Counter-Strike 2 14030"
+
+
+def test_a_paused_game_posting_only_heartbeats_has_no_holes():
+    """Nothing changes: the game posts only its heartbeat, every 2 s. That is a quiet game,
+    not a broken feed: the state is held, a frame every 1/64 s, nothing skipped."""
+    framer = Framer()
+    quiet = post(1, player(5.0))
+    feed(framer, [(2.0 * i, quiet) for i in range(6)])  # 0 .. 10 s
+    assert GAP_S > HEARTBEAT_S
+    frames = framer.frames(10.0 + DELAY_S)
+    assert len(frames) == 10 * 64 + 1
+    assert [f["tick"] for f in frames] == list(range(len(frames)))
+    times = [f["round_time"] for f in frames]
+    assert times == pytest.approx([i / 64 for i in range(len(frames))])
+    assert {f["players"][0]["x"] for f in frames} == {5.0}
 
 
 def test_real_capture_frames_follow_the_posts():

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -32,7 +33,9 @@ pytestmark = pytest.mark.timeout(240)
 MATCH, TOKEN = "m", "s3cret"
 EXAMPLES = Path(__file__).resolve().parents[1] / "client_examples"
 GSI = ("--gsi", f"{MATCH}={TOKEN}")
-SERVE = (*GSI, "--gsi-stale-after", "1.5", "--gsi-finish-after", "4")
+SERVE = (*GSI, "--gsi-stale-after", "1.5", "--gsi-finish-after", "120")
+SPEED = "50"  # the whole match in about 35 s of posts
+FIRST_PART = 700  # posts: warmup and rounds 1-2 (round 1 starts at post 116)
 
 
 @pytest.fixture(scope="module")
@@ -107,31 +110,91 @@ class Watcher:
         return [m for m in self.notices if m["type"] == kind]
 
 
-def capture_paths(capture: Path) -> dict[str, np.ndarray]:
-    """Each player's (x, y) at every post where the capture has them alive, by name."""
+@dataclass(frozen=True)
+class Post:
+    """What one capture post says the frames it is shown on must hold."""
+
+    scores: tuple[int, int]  # t, ct
+    alive: dict[str, tuple]  # name -> (hp, armor, helmet, money, items, weapon in hand, team)
+    positions: dict[str, np.ndarray]  # name -> x, y, z
+    round_start: bool  # its round phase became freezetime: players are moved to their spawns
+    over: bool  # map phase gameover
+
+
+def capture_posts(capture: Path) -> list[Post]:
+    """The capture's posts that make frames (those with a map), read on their own."""
     from processing.gsi.capture import read_capture
+    from processing.vocabulary import client_name
 
-    paths: dict[str, list[tuple[float, float]]] = {}
+    posts: list[Post] = []
+    phase = None
     for payload in read_capture(capture):
-        for player in (payload.get("allplayers") or {}).values():
-            if player.get("state", {}).get("health", 0) > 0 and "position" in player:
-                x, y, _ = (float(v) for v in player["position"].split(","))
-                paths.setdefault(player["name"], []).append((x, y))
-    return {name: np.asarray(points) for name, points in paths.items()}
+        game_map = payload.get("map")
+        if game_map is None:
+            continue  # the game's menu: no frame
+        alive, positions = {}, {}
+        for player in payload.get("allplayers", {}).values():
+            state = player["state"]
+            if state["health"] <= 0:
+                continue
+            weapons = sorted(player["weapons"].items(), key=lambda kv: int(kv[0].split("_")[1]))
+            in_hand = [w for _, w in weapons if w["state"] in ("active", "reloading")]
+            alive[player["name"]] = (
+                state["health"], state["armor"], state["helmet"], state["money"],
+                [client_name(w["name"]) for _, w in weapons],
+                client_name(in_hand[0]["name"]) if in_hand else "", player["team"],
+            )  # fmt: skip
+            positions[player["name"]] = np.array([float(v) for v in player["position"].split(",")])
+        now = payload.get("round", {}).get("phase")
+        scores = (game_map["team_t"]["score"], game_map["team_ct"]["score"])
+        over = game_map["phase"] == "gameover"
+        posts.append(Post(scores, alive, positions, now == "freezetime" != phase, over))
+        phase = now
+    return posts
 
 
-def distance_to_path(points: np.ndarray, path: np.ndarray) -> np.ndarray:
-    """Each point's distance to the polyline through ``path``'s posts (what interpolation draws)."""
-    a, b = path[:-1], path[1:]
-    ab = b - a
-    length2 = np.maximum((ab**2).sum(axis=1), 1e-9)
-    best = np.full(len(points), np.inf)
-    for start in range(0, len(points), 256):
-        p = points[start : start + 256, None, :]
-        f = np.clip(((p - a) * ab).sum(axis=2) / length2, 0.0, 1.0)
-        nearest = a + f[..., None] * ab
-        best[start : start + 256] = np.sqrt(((p - nearest) ** 2).sum(axis=2)).min(axis=1)
-    return best
+def shows(frame: dict, post: Post, after: Post | None) -> bool:
+    """``frame`` is ``post`` (its discrete state exactly) with every position on the way to
+    ``after`` by one common fraction: what the framer draws between two consecutive posts."""
+    players = {p["name"]: p for p in frame["players"]}
+    if players.keys() != post.alive.keys() or (frame["t_wins"], frame["ct_wins"]) != post.scores:
+        return False
+    for name, p in players.items():
+        held = (p["hp"], p["armor"], p["helmet"], p["money"], p["items"], p["actv_itm"], p["team"])
+        if held != post.alive[name]:
+            return False
+    drawn = {name: np.array([p["x"], p["y"], p["z"]]) for name, p in players.items()}
+    moving = {} if after is None or after.round_start else {
+        name: after.positions[name] - post.positions[name]
+        for name in drawn if name in after.positions
+    }  # fmt: skip
+    step = max(moving, key=lambda name: np.abs(moving[name]).max(), default=None)
+    fraction = 0.0
+    if step is not None and np.abs(moving[step]).max() > 1e-9:
+        delta = moving[step]
+        fraction = float((drawn[step] - post.positions[step]) @ delta / (delta @ delta))
+    if not -1e-6 <= fraction <= 1 + 1e-6:
+        return False
+    return all(
+        np.abs(drawn[name] - post.positions[name] - fraction * moving.get(name, 0.0)).max() < 1e-3
+        for name in drawn
+    )
+
+
+def align(frames: list[dict], posts: list[Post]) -> list[int]:
+    """For each frame, the post it shows: the first from the previous frame's on that it is
+    (``shows``). Fails if a frame shows no post at or after the one before it: positions and
+    state must come at the right time, in the capture's order."""
+    at, shown = 0, []
+    for index, frame in enumerate(frames):
+        start = at
+        while not shows(frame, posts[at], posts[at + 1] if at + 1 < len(posts) else None):
+            at += 1
+            assert at < min(len(posts), start + 400), (
+                f"frame {index} (tick {frame['tick']}) shows no post from {start} on"
+            )
+        shown.append(at)
+    return shown
 
 
 async def test_a_whole_match_streams_live_replays_while_live_and_ends_as_a_recording(
@@ -142,10 +205,13 @@ async def test_a_whole_match_streams_live_replays_while_live_and_ends_as_a_recor
     try:
         watcher = Watcher(server)
         watching = asyncio.create_task(watcher.run())
-        posting = asyncio.create_task(asyncio.to_thread(replay, server, capture, "--speed", "200"))
-        # 10 s of the stream: the match is well under way.
-        await until(lambda: len(watcher.seqs) >= 640 or posting.done(), 120, "640 frames")
-        assert not posting.done(), (await posting).stderr[-2000:]
+        # The match in two parts: warmup and rounds 1-2, then (after the live checks) the rest.
+        # Nothing waits for a part to be half done: the checks need round 1 only, and the
+        # match cannot end before the second part is posted.
+        first = asyncio.create_task(asyncio.to_thread(
+            replay, server, capture, "--limit", str(FIRST_PART), "--speed", SPEED
+        ))  # fmt: skip
+        await until(lambda: any(f["round_start"] for f in watcher.frames.values()), 60, "round 1")
 
         # Bad posts get their statuses; the subscriber's stream goes on untouched.
         good = json.dumps({"provider": {"appid": 730}, "auth": {"token": TOKEN}}).encode()
@@ -176,8 +242,12 @@ async def test_a_whole_match_streams_live_replays_while_live_and_ends_as_a_recor
                 state = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30))
             assert state["tick"] >= state["last_tick"] - 64
 
-        result = await posting
-        assert result.returncode == 0, result.stderr[-2000:]
+        done = await first
+        assert done.returncode == 0, done.stderr[-2000:]
+        rest = await asyncio.to_thread(
+            replay, server, capture, "--skip", str(FIRST_PART), "--speed", SPEED
+        )
+        assert rest.returncode == 0, rest.stderr[-2000:]
         await asyncio.wait_for(watching, 60)
         metrics = await asyncio.to_thread(urllib.request.urlopen, f"{server.http_url}/metrics")
         exposition = metrics.read().decode()
@@ -196,38 +266,53 @@ async def test_a_whole_match_streams_live_replays_while_live_and_ends_as_a_recor
     # Every frame from the moment it joined, in order, once; then the end.
     seqs = watcher.seqs
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and not watcher.kinds("skip")
-    assert seqs[0] < 64 and watcher.kinds("end")[0]["seq"] == seqs[-1] + 1
-    frames = [watcher.frames[s] for s in seqs]
+    assert watcher.kinds("end")[0]["seq"] == seqs[-1] + 1
+    # Stale between the two parts if the second came late, then on again under the same seq.
+    assert [m["stale"] for m in watcher.kinds("stale")] in ([], [True, False])
 
-    # Positions follow the capture: every drawn point lies on the path between its posts.
-    paths = capture_paths(capture)
-    for name, path in paths.items():
-        drawn = np.asarray(
-            [(p["x"], p["y"]) for f in frames for p in f["players"] if p["name"] == name]
-        )
-        if len(drawn):
-            assert np.percentile(distance_to_path(drawn, path), 99.9) < 1.0, name
-    assert {p["name"] for f in frames for p in f["players"]} <= set(paths)
+    # The recording is the stream: every frame, the same bytes a subscriber got.
+    (entry,) = found
+    from processing.recording import Recording
 
-    # Rounds and score as the capture has them at the end.
-    (recording,) = found
-    starts = [f["tick"] for f in frames if f["round_start"]]
-    recorded = [tick for tick in recording["rounds"] if tick >= frames[0]["tick"]]
-    assert recording["frame_count"] == seqs[-1] + 1 and recorded == starts
-    assert len(starts) >= 15
-    last_live = None
-    from processing.gsi.capture import read_capture
+    recording = Recording.open(tmp_path / f"{entry['id']}.eeict")
+    frames = recording.frames(0, recording.frame_count)
+    assert len(frames) == seqs[-1] + 1 and [watcher.frames[s] for s in seqs] == frames[seqs[0] :]
 
-    for payload in read_capture(capture):
-        if (payload.get("map") or {}).get("phase") in ("live", "gameover"):
-            last_live = payload["map"]
-    final = frames[-1]
-    assert (final["t_wins"], final["ct_wins"]) == (
-        last_live["team_t"]["score"], last_live["team_ct"]["score"]
-    )  # fmt: skip
-    assert 'eeict_ingest_errors_total{reason="unauthorized"} 2.0' in exposition
+    # Each frame shows the capture at the right moment: the posts' discrete state exactly
+    # (scores, who is alive, hp, armor, helmet, money, items, weapon in hand, team) and
+    # positions between two consecutive posts, in the capture's order.
+    posts = capture_posts(capture)
+    shown = align(frames, posts)
+    assert posts[shown[-1]].over and len(set(shown)) > len(posts) // 4  # to the end
+
+    # Rounds: one start per round of the capture (19), each with the score the capture has
+    # in that round's freeze time.
+    starts = [f for f in frames if f["round_start"]]
+    expected = capture_round_scores(capture)
+    assert len(starts) == len(expected) == 19 == len(recording.meta["round_starts"])
+    assert [(f["t_wins"], f["ct_wins"]) for f in starts] == expected
+    assert recording.meta["round_starts"] == [f["tick"] for f in starts]
+    assert (frames[-1]["t_wins"], frames[-1]["ct_wins"]) == posts[-1].scores
     # The capture's halftime: frames in the intermission, then one switch of sides.
     assert any(f["is_halftime"] for f in frames) and sum(f["switch"] for f in frames) == 1
+    # Refused posts are counted by reason.
+    for reason, count in (("unauthorized", 2), ("bad_payload", 3), ("too_large", 1),
+                          ("unknown_match", 1)):  # fmt: skip
+        assert f'eeict_ingest_errors_total{{reason="{reason}"}} {count}.0' in exposition
+
+
+def capture_round_scores(capture: Path) -> list[tuple[int, int]]:
+    """(t, ct) score in each round's freeze time, by rounds played, from the capture."""
+    from processing.gsi.capture import read_capture
+
+    scores: dict[int, set[tuple[int, int]]] = {}
+    for payload in read_capture(capture):
+        game_map = payload.get("map", {})
+        if payload.get("round", {}).get("phase") == "freezetime" and game_map["phase"] == "live":
+            score = (game_map["team_t"]["score"], game_map["team_ct"]["score"])
+            scores.setdefault(game_map["round"], set()).add(score)
+    assert all(len(s) == 1 for s in scores.values())
+    return [scores[n].pop() for n in sorted(scores)]
 
 
 async def test_a_quiet_feed_is_stale_then_resumes_without_breaking_seq(tmp_path, capture):
@@ -242,7 +327,7 @@ async def test_a_quiet_feed_is_stale_then_resumes_without_breaking_seq(tmp_path,
         assert watcher.kinds("stale")[0]["stale"] is True
         (stream,) = [s for s in (await asyncio.to_thread(get_json, server, "/streams"))["streams"]
                      if s["id"] == MATCH]  # fmt: skip
-        assert stream["stale"] and stream["source"] == "broker"
+        assert stream["stale"] and stream["source"] == "gsi"
         before = len(watcher.seqs)
         again = await asyncio.to_thread(replay, server, capture, "--limit", "150", "--speed", "20")
         assert again.returncode == 0, again.stderr

@@ -100,6 +100,23 @@ def test_subscriber_gets_consecutive_frames_never_beyond_its_buffer(make_recordi
     assert sink.ticks() == [int(t) for t in rec.ticks[: len(seqs)]]
 
 
+@pytest.mark.parametrize("new_buffer", [16, 17, 40, 0])
+def test_a_buffer_change_never_sends_a_frame_twice(make_recording, new_buffer):
+    """Changing the buffer reschedules the subscriber, once: the same buffer again (the same
+    due step) or another one, it gets every frame exactly once."""
+    rec, clock = make_recording(1000), Clock()
+    stream = make_stream(rec, clock)
+    sink = FakeSink()
+    sub = stream.subscribe(sink, buffer=16)
+    for i in range(200):
+        clock.now += 1 / RATE
+        if i in (10, 90):
+            perform(stream.set_buffer(sub, new_buffer if i == 10 else 16, clock.now))
+        stream.step(clock.now)
+    seqs = sink.seqs()
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 200
+
+
 @pytest.mark.parametrize(("buffer", "burst"), [(32, 8), (64, 16)])
 def test_bursts_are_shared_bytes_and_aligned(make_recording, buffer, burst):
     """Bursts of 8; of 16 for a subscriber that holds a second or more."""
@@ -258,7 +275,7 @@ def test_a_live_feed_wakes_nobody_by_the_clock_and_ends_its_subscribers():
 
     clock = Clock()
     store = GrowingStore("m", {"map": "de_mirage", "tickrate": RATE, "teams": {}})
-    feed = GrowingFeed(store, epoch=clock.now, source="gsi")
+    feed = GrowingFeed(store, epoch=clock.now)
     stream = Driven(LiveStream("m", feed, Metrics(), burst=8), clock)
     early = FakeSink()
     stream.subscribe(early, buffer=64)  # before the first frame: waits for it
@@ -311,7 +328,7 @@ def test_a_new_segment_tells_subscribers_what_was_lost():
 
     def feed_from(first: int, count: int) -> GrowingFeed:
         store = GrowingStore("m", {"map": "de_mirage", "tickrate": RATE, "teams": {}})
-        feed = GrowingFeed(store, epoch=1.0, source="broker", base_seq=first)
+        feed = GrowingFeed(store, epoch=1.0, base_seq=first)
         for seq in range(first, first + count):
             feed.append({"tick": seq, "players": []}, 0.0, 0.0)
         return feed

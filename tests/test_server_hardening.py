@@ -445,7 +445,8 @@ async def test_a_recording_overwritten_in_place_ends_only_its_own_clients(
             assert clients[name].closed is None
         seqs = clients["other"].seqs()
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-        assert app.healthy and (await asyncio.to_thread(http, app, "/readyz"))[0] == 200
+        assert app.ready and not app.failed
+        assert (await asyncio.to_thread(http, app, "/readyz"))[0] == 200
         assert (await asyncio.to_thread(http, app, "/streams"))[0] == 200
 
         if replacement == "garbage":  # a valid file again: the stream resumes

@@ -77,8 +77,9 @@ def _open_text(path: Path) -> Iterator[IO[str]]:
             yield io.TextIOWrapper(raw, encoding="utf-8")
 
 
-def read_capture(path: Path | str, limit: int | None = None) -> Iterator[dict]:
-    """The capture's payloads in order (at most ``limit``), read one line at a time."""
+def read_capture(path: Path | str, limit: int | None = None, skip: int = 0) -> Iterator[dict]:
+    """The capture's payloads in order (at most ``limit``, after the first ``skip``, which are
+    not parsed), read one line at a time."""
     path = Path(path)
     if not path.is_file():
         raise CaptureError(f"{path}: no such file; give a capture .txt or .zip")
@@ -89,6 +90,9 @@ def read_capture(path: Path | str, limit: int | None = None) -> Iterator[dict]:
                 if limit is not None and count >= limit:
                     return
                 if not line.startswith("{"):
+                    continue
+                if skip:
+                    skip -= 1
                     continue
                 try:
                     payload = parse_line(line)
@@ -104,7 +108,7 @@ def read_capture(path: Path | str, limit: int | None = None) -> Iterator[dict]:
         raise CaptureError(f"{path}: cannot be read as a capture ({exc})") from exc
 
 
-def count_payloads(path: Path | str, limit: int | None = None) -> int:
+def count_payloads(path: Path | str, limit: int | None = None, skip: int = 0) -> int:
     """How many payloads read_capture will yield (a fast scan, for progress bars)."""
     path = Path(path)
     if not path.is_file():
@@ -113,6 +117,6 @@ def count_payloads(path: Path | str, limit: int | None = None) -> int:
     with _open_text(path) as f:
         for line in f:
             count += line.startswith("{")
-            if limit is not None and count >= limit:
+            if limit is not None and count >= skip + limit:
                 break
-    return count
+    return max(0, count - skip)

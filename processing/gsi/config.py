@@ -2,10 +2,11 @@
 
 The values (docs/gsi.md explains them): the server answers at once, so no buffering is needed
 (buffer 0) and the game may post as often as every 0.1 s (throttle) while anything changes;
-with ten moving players that is about 5-10 posts a second, which the framer's 0.5 s delay
+with ten moving players that is about 5-10 posts a second, which the framer's 0.75 s delay
 covers. The heartbeat (a post even when nothing changed) is kept short so a silent feed is
-told apart from a quiet one within a few seconds; the timeout is short because a lost request
-stalls the feed (the game waits for each answer before the next post).
+told apart from a quiet one within a few seconds (the framer bridges silences up to it, the
+server marks a longer one stale); the timeout is short because a lost request stalls the feed
+(the game waits for each answer before the next post).
 """
 
 from __future__ import annotations

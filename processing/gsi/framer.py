@@ -7,6 +7,11 @@ the first frame at or after it. Frames are made only up to ``now - delay`` and n
 latest post, so there is always a later post to interpolate towards; when posts stop, frames
 stop. A gap between posts longer than ``gap`` is not interpolated across: the frame clock
 re-anchors at the post after the gap and ticks continue consecutively.
+
+The game posts whenever anything changes (at most every ``throttle``, 0.1 s) and at least
+every ``heartbeat`` (2 s) when nothing does, so a silence up to the heartbeat is a quiet game,
+not a broken feed: ``GAP_S`` is above it, and a paused game's heartbeats make held frames
+without holes.
 """
 
 from __future__ import annotations
@@ -14,39 +19,25 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from processing.frames import Frame, Player, RosterEntry
+from processing.frames import Frame, Player
+from processing.gsi.config import HEARTBEAT_S
 from processing.gsi.state import GameState, read_state
 from processing.gsi.tracker import Sample, StateTracker
-from processing.source import SourceInfo
 
-RATE = 64.0  # frames per second, as demos' tick rate
+RATE = 64.0  # frames per second of a live match, as demos' tick rate: what the clients play
 DELAY_S = 0.75  # behind the newest post: 3-7 post intervals at the game's 4-10 posts/s
-GAP_S = 1.0  # longer silence between posts is a hiccup: no interpolation across it
+# A longer silence is a broken feed (no interpolation across it); up to the heartbeat (plus
+# half a second for the post's own way) it is a game where nothing changed.
+GAP_S = HEARTBEAT_S + 0.5
 
 
 @dataclass
 class MatchDescription:
-    """What a recording's metadata needs from the feed (see processing/source.py SourceInfo)."""
+    """What a recording's metadata needs from the feed, as the posts say it."""
 
     map_name: str = ""
     team_names: dict[str, str] = field(default_factory=lambda: {"t": "", "ct": ""})
-    roster: list[RosterEntry] = field(default_factory=list)
-    first_timestamp: int | None = None  # provider.timestamp of the first post
-    last_timestamp: int | None = None
     provider: str = ""  # e.g. "Counter-Strike: Global Offensive 14030" (the game's own name)
-
-    def source_info(
-        self, source_file: str, source_sha256: str = "", rate: float = RATE
-    ) -> SourceInfo:
-        """The recording's SourceInfo; ``source_sha256`` is the caller's (e.g. of the bodies)."""
-        return SourceInfo(
-            map_name=self.map_name,
-            tickrate=rate,
-            source_file=source_file,
-            source_sha256=source_sha256,
-            parser=f"gsi {self.provider}".strip(),
-            team_names=dict(self.team_names),
-        )
 
 
 class Framer:
@@ -66,7 +57,6 @@ class Framer:
         self._since_anchor = 0
         self._first_time = 0.0  # time of the first frame (set by the first post)
         self._tick = 0
-        self._roster_seen: set[int] = set()
         self._halftime_seen = False  # an intermission passed: the next live post switches sides
         self._unemitted: deque[tuple[float, Sample]] = deque()  # posts whose events are not out
 
@@ -96,11 +86,6 @@ class Framer:
     def stale(self, now: float, heartbeat_s: float) -> bool:
         """No post for longer than ``heartbeat_s`` (or none yet)."""
         return self.last_received is None or now - self.last_received > heartbeat_s
-
-    @property
-    def next_tick(self) -> int:
-        """The tick the next frame will have (= frames made so far)."""
-        return self._tick
 
     def frames(self, now: float) -> list[Frame]:
         """The frames due by ``now``: times up to now - delay, never past the latest post."""
@@ -162,12 +147,6 @@ class Framer:
             d.map_name = state.map_name
         if state.t_name or state.ct_name:
             d.team_names = {"t": state.t_name, "ct": state.ct_name}
-        d.first_timestamp = d.first_timestamp if d.first_timestamp is not None else state.timestamp
-        d.last_timestamp = state.timestamp
-        for sid, p in state.players.items():
-            if sid not in self._roster_seen:
-                self._roster_seen.add(sid)
-                d.roster.append({"sid": sid, "name": p.name, "team": p.team})
 
 
 def _lerp(a: float, b: float, f: float) -> float:

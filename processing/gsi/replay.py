@@ -126,7 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "second's posts spread evenly across it)",
     )
     parser.add_argument("--token", help="put this token into each payload's auth block")
-    parser.add_argument("--limit", type=int, help="post only the first N payloads")
+    parser.add_argument("--limit", type=int, help="post at most N payloads")
+    parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="start after the first N payloads (go on with a replay that stopped at N)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)"
     )
@@ -137,15 +143,18 @@ def run(args: argparse.Namespace) -> int:
     if args.speed <= 0 or (args.limit is not None and args.limit < 1) or args.timeout <= 0:
         print("gsi-replay: --speed and --timeout must be > 0, --limit >= 1", file=sys.stderr)
         return 2
+    if args.skip < 0:
+        print("gsi-replay: --skip must be >= 0", file=sys.stderr)
+        return 2
     if not args.url.startswith(("http://", "https://")):
         print(f"gsi-replay: --url {args.url!r} is not an http(s) URL", file=sys.stderr)
         return 2
     try:
-        total = count_payloads(args.capture, args.limit)
+        total = count_payloads(args.capture, args.limit, args.skip)
         with tqdm(total=total, unit="post", desc="gsi-replay", file=sys.stderr) as bar:
             result = asyncio.run(
                 replay(
-                    read_capture(args.capture, args.limit),
+                    read_capture(args.capture, args.limit, args.skip),
                     args.url,
                     args.speed,
                     args.token,

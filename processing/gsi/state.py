@@ -28,14 +28,19 @@ from processing.vocabulary import client_name
 
 Vec = tuple[float, float, float]
 
-# GSI grenade type -> the frame schema's nade type ("inferno" is a burning area, not a nade).
-NADE_TYPES = {
-    "smoke": "smoke",
-    "frag": "he",
-    "flashbang": "flash",
-    "firebomb": "molotov",  # GSI gives molotov and incendiary projectiles the same type
-    "decoy": "decoy",
-}
+# GSI grenade types that are grenades in flight ("inferno" is a burning area, not a nade).
+NADE_KINDS = frozenset({"smoke", "frag", "flashbang", "firebomb", "decoy"})
+# GSI gives the molotov and the incendiary one type; each side can buy only its own, as the
+# demos' projectile class (processing/demo/nades.py) needs the same rule.
+FIRE_BY_TEAM = {"T": "Molotov", "CT": "Incendiary Grenade"}
+
+
+def nade_type(kind: str, team: str) -> str:
+    """A GSI grenade type in the client's names (``frag`` -> HE Grenade), as demos name them;
+    ``firebomb`` by its thrower's ``team`` (Molotov when the team is not known)."""
+    if kind == "firebomb":
+        return FIRE_BY_TEAM.get(team, "Molotov")
+    return client_name(kind)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class PlayerState:
 @dataclass(frozen=True)
 class Grenade:
     id: int
-    kind: str  # GSI type: smoke, frag, flashbang, firebomb, decoy, inferno
+    kind: str  # GSI type: smoke, frag, flashbang, firebomb, decoy, inferno (see nade_type)
     owner: int | None
     pos: Vec | None
     moving: bool  # velocity not zero (an HE at rest has exploded or is about to)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from processing.frames import Bomb, Frame, Inferno, Kill, Nade, NadeEvent, Player
-from processing.gsi.state import NADE_TYPES, BombInfo, GameState, PlayerState
+from processing.gsi.state import NADE_KINDS, BombInfo, GameState, PlayerState, nade_type
 
 PLANT_SECONDS = 3  # a C4 plant takes 3 s; a defuse 5 s with a kit, 10 s without
 DEFUSE_SECONDS = 5
@@ -200,22 +200,16 @@ def _grenades(state: GameState) -> tuple[list[Nade], list[Inferno]]:
             fires = [{"x": x, "y": y, "z": z} for x, y, z in g.flames]
             infernos.append({"id": g.id, "fires": fires})
         elif (
-            g.kind in NADE_TYPES
+            g.kind in NADE_KINDS
             and g.pos is not None
             and g.effecttime <= 0
             and (g.moving or g.kind != "frag")
         ):
             owner = state.players.get(g.owner) if g.owner is not None else None
+            team = owner.team if owner else ""
             x, y, z = g.pos
             nades.append(
-                {
-                    "id": g.id,
-                    "type": NADE_TYPES[g.kind],
-                    "x": x,
-                    "y": y,
-                    "z": z,
-                    "team": owner.team if owner else "",
-                }
+                {"id": g.id, "type": nade_type(g.kind, team), "x": x, "y": y, "z": z, "team": team}
             )
     return nades, infernos
 
@@ -272,12 +266,12 @@ def _nade_events(state: GameState, prev: GameState | None, round_start: bool) ->
             and g.pos is not None
         ):
             x, y, z = g.pos
-            events.append({"type": NADE_TYPES[g.kind], "x": x, "y": y, "z": z})
+            events.append({"type": nade_type(g.kind, ""), "x": x, "y": y, "z": z})
     if not round_start:
         for gid, before in prev.grenades.items():
             if before.kind == "flashbang" and gid not in state.grenades and before.pos is not None:
                 x, y, z = before.pos
-                events.append({"type": "flash", "x": x, "y": y, "z": z})
+                events.append({"type": nade_type("flashbang", ""), "x": x, "y": y, "z": z})
     return events
 
 

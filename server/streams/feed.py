@@ -52,6 +52,15 @@ class LiveFeed(Protocol):
     def stale(self) -> bool:
         """The source stopped sending (a live feed that went quiet)."""
 
+    @property
+    def stale_since(self) -> float | None:
+        """Unix time the source stopped sending, while it is stale; else None."""
+
+    def depicted_time(self, seq: int) -> float | None:
+        """When (Unix time) the moment frame ``seq`` shows happened: a match in play's frames
+        trail the game, which the end-to-end delay measures. None when that means nothing (a
+        recording on a clock)."""
+
     def describe(self) -> dict[str, Any]:
         """Source-specific fields for the catalog and ``hello``."""
 
@@ -64,19 +73,24 @@ class GrowingFeed:
     after its broker lost frames) starts at ``base_seq`` > 0, so every replica numbers a frame
     alike. ``depicted_time`` is the moment (on the ingest's clock) a frame shows, for the
     end-to-end delay.
+
+    A store that already holds frames (a replica seeded with the match so far) gives them the
+    times the epoch promises: frame ``s`` due at ``epoch + s / rate``.
     """
 
     pushed = True
 
-    def __init__(
-        self, store: GrowingStore, epoch: float | str, source: str, base_seq: int = 0
-    ) -> None:
+    def __init__(self, store: GrowingStore, epoch: float | str, base_seq: int = 0) -> None:
         self.store = store
         self.epoch = epoch
-        self.source = source  # "gsi": made here; "broker": read from the ingest's broker
         self.base_seq = base_seq
-        self._made_at = np.zeros(4096, dtype=np.float64)
-        self._depicts = np.zeros(4096, dtype=np.float64)
+        size = max(4096, store.frame_count)
+        self._made_at = np.zeros(size, dtype=np.float64)
+        self._depicts = np.zeros(size, dtype=np.float64)
+        if store.frame_count and isinstance(epoch, float | int):
+            seqs = np.arange(base_seq, base_seq + store.frame_count, dtype=np.float64)
+            self._made_at[: store.frame_count] = float(epoch) + seqs / self.rate
+            self._depicts[: store.frame_count] = self._made_at[: store.frame_count]
         self.stale_since: float | None = None
 
     @property
@@ -121,7 +135,7 @@ class GrowingFeed:
         index = min(max(seq - self.base_seq, 0), max(self.store.frame_count - 1, 0))
         return float(self._made_at[index])
 
-    def depicted_time(self, seq: int) -> float:
+    def depicted_time(self, seq: int) -> float | None:
         return float(self._depicts[seq - self.base_seq])
 
     def frames_bytes(self, start: int, stop: int) -> bytes:
@@ -135,7 +149,7 @@ class GrowingFeed:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "source": self.source,
+            "source": "gsi",  # a match being played, ingested from the game's GSI posts
             "stale": self.stale,
             "stale_since": self.stale_since,
             "ended": self.store.complete,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server import protocol
+from server.config import MAX_BUFFER_S
 from server.metrics import Metrics
 from server.streams.encoding import (
     DEFLATE_LEVEL,
@@ -48,7 +49,7 @@ class FlowLimits:
     low_water: int = 64 * 1024  # a blocked client resumes below this
     skip_behind_s: float = 1.0  # a client this far behind once it drains jumps to the edge
     close_after_s: float = 10.0  # a client blocked this long is closed
-    max_buffer_s: float = 30.0  # largest buffer a client may ask for
+    max_buffer_s: float = MAX_BUFFER_S  # largest buffer a client may ask for
     resume_window_s: float = 30.0  # how far back a reconnecting subscriber can resume
 
 
@@ -286,7 +287,8 @@ class LiveStream:
         groups: dict[tuple[int, int, int], list[LiveSubscriber]] = {}
         for sub in subs:
             if sub.due != key or sub.done:
-                continue
+                continue  # rescheduled since (a buffer change), or gone
+            sub.due = -1  # taken: a second entry for it in this bucket is passed over
             if sub.fresh or sub.blocked_since is not None:
                 self._service(sub, playhead, now)
             else:  # the variant, not the options: hashing those per subscriber costs more
@@ -354,7 +356,6 @@ class LiveStream:
         sinks = [sub.sink for sub in served]
         count = len(served)
         variant = self._variants.setdefault(options, len(self._variants))
-        depicted = getattr(feed, "depicted_time", None)
         for start, stop, data, frames in messages:
             key = (start, _BURST, stop, variant)
             entry = self._outbox.get(key)
@@ -365,8 +366,9 @@ class LiveStream:
             self.metrics.sent(self.id, frames * count, len(data) * count, count)
             due_time = feed.time_of(max(start, stop - 1 - buffer))
             self.metrics.observe_lag(max(0.0, now - due_time), count)
+            depicted = feed.depicted_time(stop - 1)
             if depicted is not None:
-                self.metrics.observe_delivery_delay(max(0.0, now - depicted(stop - 1)), count)
+                self.metrics.observe_delivery_delay(max(0.0, now - depicted), count)
         return True
 
     def _service(self, sub: LiveSubscriber, playhead: int, now: float) -> None:
@@ -444,9 +446,9 @@ class LiveStream:
         self.metrics.sent(self.id, frames, len(data))
         due_time = self.feed.time_of(max(start, stop - 1 - sub.buffer))
         self.metrics.observe_lag(max(0.0, now - due_time))
-        depicted = getattr(self.feed, "depicted_time", None)
+        depicted = self.feed.depicted_time(stop - 1)
         if depicted is not None:
-            self.metrics.observe_delivery_delay(max(0.0, now - depicted(stop - 1)))
+            self.metrics.observe_delivery_delay(max(0.0, now - depicted))
         return len(data)
 
     def _queue(self, key: tuple[int, ...], data: bytes, sink: Sink) -> None:
@@ -486,10 +488,10 @@ class LiveStream:
 
     def _stale_message(self, now: float) -> bytes:
         feed = self.feed
-        since = getattr(feed, "stale_since", None)
         return protocol.pack(
-            {"type": "stale", "stream": self.id, "stale": feed.stale, "since": since, "at": now}
-        )
+            {"type": "stale", "stream": self.id, "stale": feed.stale, "since": feed.stale_since,
+             "at": now}
+        )  # fmt: skip
 
     def _end_message(self, end: int) -> bytes:
         return protocol.pack({"type": "end", "stream": self.id, "seq": end})

@@ -38,6 +38,13 @@ class Timeline:
     def stale(self) -> bool:
         return False  # a recording never goes quiet
 
+    @property
+    def stale_since(self) -> float | None:
+        return None
+
+    def depicted_time(self, seq: int) -> float | None:
+        return None  # a recording shows the past: no end-to-end delay to measure
+
     def playhead(self, now: float) -> int:
         """Seq of the frame whose time has come (lap_length once a non-looping stream ended)."""
         seq = max(0, math.floor((now - self.epoch) * self.rate))
