@@ -114,3 +114,13 @@ def client_name(raw: str) -> str:
 
 
 CLIENT_NAMES: frozenset[str] = frozenset(ITEMS.values()) | {KEVLAR, KEVLAR_HELMET, DEFUSE_KIT}
+
+# The game has one projectile (and one kill weapon, "inferno") for the molotov and the
+# incendiary; each side can buy only its own, so the side names it.
+_FIRE_BY_SIDE = {"T": "Molotov", "CT": "Incendiary Grenade"}
+
+
+def fire_grenade(side: str | None) -> str:
+    """The client's name for a fire grenade thrown by ``side`` ("T" or "CT"; Molotov when
+    the side is not known: the client has one fire model)."""
+    return _FIRE_BY_SIDE.get(side or "", "Molotov")

@@ -50,8 +50,9 @@ CATALOG_RESCAN_S = 2.0
 # keep a fetch streaming at loopback speed, small enough to bound a stalled client's memory.
 WRITE_LIMIT = 256 * 1024
 MISS_RESCAN_S = 1.0  # a request for an unknown recording rescans at most this often
-# Client messages are tiny: incoming data a connection can hold is max_size x max_queue.
-MAX_QUEUE = 4
+# Client messages are tiny: incoming data a connection can hold is one queued message and one
+# being read, each at most HARD_MAX_MESSAGE (docs/deploy.md, "Sizing").
+MAX_QUEUE = 1
 # Connections waiting to be accepted: thousands of clients ramping up must not overflow it.
 LISTEN_BACKLOG = 4096
 BROKER_PING_S = 2.0  # how often the broker's backend is asked, so its health is always current
@@ -73,6 +74,7 @@ class App:
         self.ingest = Ingest(self)
         self.followers: dict[str, Follower] = {}  # live matches served here, by stream id
         self.downloads: http_app.Downloads | None = None  # set when the HTTP app is built
+        self.paced_sessions = 0  # /replay and /demodata connections now (--max-replays)
         self.ready = False
         self.failed: str | None = None  # the background task that died, if one did
         self.port: int | None = None
@@ -358,27 +360,55 @@ class App:
             WebSocketSink(connection).write(exc.reply())
             await connection.close(CloseCode.POLICY_VIOLATION, close_reason(exc.message))
             return
-        if path == "/demodata":
-            driver = self._legacy_driver(query.get("stream", [None])[0])
-            if driver is not None:
-                await serve_legacy(connection, driver.stream, self.clock, self.metrics)
+        if path == "/demodata" or path.startswith("/replay/"):
+            if self.paced_sessions >= self.config.max_replays:
+                self.metrics.refused["replays_full"] += 1
+                await connection.close(
+                    protocol.CLOSE_SERVER_FULL,
+                    f"{self.config.max_replays} replay and /demodata sessions at once; retry later",
+                )
                 return
-            kind, name = "live", query.get("stream", [""])[0]
-        else:
-            kind, _, name = path.lstrip("/").partition("/")
+            self.paced_sessions += 1
+            try:
+                await self._route_paced(connection, path, query, options)
+            finally:
+                self.paced_sessions -= 1
+            return
+        kind, _, name = path.lstrip("/").partition("/")
         if kind == "live" and name in self.drivers:
             driver = self.drivers[name]
             rate = driver.stream.feed.rate
             default_buffer = min(driver.stream.max_buffer, int(DEFAULT_BUFFER_S * rate))
             await LiveSession(connection, driver, self.metrics, default_buffer, options).run()
             return
-        if kind == "replay":
-            found = self.find_replayable(name)
-            if found is None:
-                found = await asyncio.to_thread(self._rescan_for, name)
-            if found is not None:
-                await ReplaySession(connection, *found, self.metrics, options).run()
+        await self._unknown_stream(connection, kind, name)
+
+    async def _route_paced(
+        self,
+        connection: ServerConnection,
+        path: str,
+        query: dict[str, list[str]],
+        options: ConnectionOptions,
+    ) -> None:
+        """/replay and /demodata: sessions sent at their client's pace (each may hold a write
+        limit, a fetch chunk and a reply queue: --max-replays bounds how many)."""
+        if path == "/demodata":
+            driver = self._legacy_driver(query.get("stream", [None])[0])
+            if driver is not None:
+                await serve_legacy(connection, driver.stream, self.clock, self.metrics)
                 return
+            await self._unknown_stream(connection, "live", query.get("stream", [""])[0])
+            return
+        name = path.partition("/replay/")[2]
+        found = self.find_replayable(name)
+        if found is None:
+            found = await asyncio.to_thread(self._rescan_for, name)
+        if found is None:
+            await self._unknown_stream(connection, "replay", name)
+            return
+        await ReplaySession(connection, *found, self.metrics, options).run()
+
+    async def _unknown_stream(self, connection: ServerConnection, kind: str, name: str) -> None:
         known = self.drivers if kind == "live" else self.catalog.entries
         self.metrics.protocol_errors["unknown_stream"] += 1
         WebSocketSink(connection).write(

@@ -89,7 +89,16 @@ class ServerConfig:
         [], "browser Origins allowed to open WebSockets and read HTTP answers (CORS); "
         "default: none but the page's own", metavar="ORIGIN",
     )  # fmt: skip
-    max_connections: int = option(20000, "WebSocket connections beyond this are closed (1013)")
+    max_connections: int = option(
+        20000,
+        "WebSocket connections beyond this are closed (1013); size it to the pod's memory "
+        "(docs/deploy.md, Sizing)",
+    )
+    max_replays: int = option(
+        64,
+        "/replay and /demodata connections at once (each may hold about 1 MiB of queued data); "
+        "more are closed (1013)",
+    )
     max_downloads: int = option(8, "concurrent recording downloads; more get 503")
     gsi: list[str] = option(
         [], "live matches CS2 may post to at POST /gsi/NAME, each with the token of its "
@@ -205,6 +214,8 @@ def validate(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"--overviews {config.overviews} is not a folder")
     if config.max_connections < 0:
         raise ConfigError("--max-connections must be 0 or more (0: refuse every WebSocket)")
+    if config.max_replays < 0:
+        raise ConfigError("--max-replays must be 0 or more (0: no replay sessions)")
     for name in ("every", "burst", "max_downloads", "builtin_rounds"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")

@@ -21,7 +21,7 @@ from server import __version__
 SERVER_NAME = f"eeict-stream/{__version__}"
 PROTOCOL_VERSION = 1
 MAX_CLIENT_MESSAGE = 16 * 1024  # larger client messages get a too_large error
-HARD_MAX_MESSAGE = 64 * 1024  # beyond this websockets closes the connection with 1009
+HARD_MAX_MESSAGE = 32 * 1024  # beyond this websockets closes the connection with 1009
 
 # Close codes (besides 1000 normal, 1001 going away, 1009 too big, 1011 server error).
 CLOSE_SLOW_CONSUMER = 4000

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -30,10 +31,38 @@ from server.streams.store import FrameStore
 REPLAY_REQUESTS = frozenset(
     {"play", "pause", "speed", "seek", "step", "buffer", "fetch", "credit", "cancel", "ping"}
 )
-OUTBOX_LIMIT = 64
+OUTBOX_BYTES = 256 * 1024  # replies waiting for the writer (docs/deploy.md, "Sizing")
 FILE_CHECK_S = 2.0  # how often a session checks that its recording's file is unchanged
 
 log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Replies waiting for the writer, bounded by bytes (a reply may hold frames): the reader
+    waits, and so stops reading requests, while the queued replies would pass ``limit``. An
+    empty outbox takes one reply whatever its size."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._replies: deque[bytes] = deque()
+        self._room = asyncio.Event()
+
+    async def put(self, reply: bytes) -> None:
+        while self._replies and self.bytes + len(reply) > self.limit:
+            self._room.clear()
+            await self._room.wait()
+        self._replies.append(reply)
+        self.bytes += len(reply)
+
+    def empty(self) -> bool:
+        return not self._replies
+
+    def get_nowait(self) -> bytes:
+        reply = self._replies.popleft()
+        self.bytes -= len(reply)
+        self._room.set()
+        return reply
 
 
 class ReplaySession:
@@ -65,7 +94,7 @@ class ReplaySession:
         )
         self.fetch: Fetch | None = None
         # Replies waiting for the writer; when full, requests are no longer read.
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.outbox = Outbox(OUTBOX_BYTES)
         self.wake = asyncio.Event()
         self.errors = RequestErrors(self._reply, metrics, stream_id)
 

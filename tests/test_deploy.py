@@ -834,23 +834,34 @@ def test_the_job_deadline_gives_every_wave_of_pods_an_hour(env: Env) -> None:
 FRAME_BYTES = 4 * 1024
 IDLE_CONNECTION_BYTES = 16 * 1024  # 16.2 KB measured with 18,500 idle connections
 # The server's memory at rest with its streams' caches: 52-59 MB measured, a live stream's burst
-# cache (up to 32 MiB) and the chunks of recordings in play (8 MiB each).
+# cache (up to 32 MiB) and the chunk cache of the recordings in play (64 MiB for all).
 BASELINE_BYTES = 128 * 1024 * 1024
 
 
-def _worst_case_connection_bytes() -> int:
+def _worst_case_connection_bytes() -> tuple[int, int]:
+    """(a live subscriber, a /replay or /demodata session) at worst."""
     from server import app, protocol, replay_session
-    from server.streams import fetch, live, playback
+    from server.config import ServerConfig
+    from server.streams import fetch, live
 
-    # Incoming: websockets queues MAX_QUEUE messages of at most HARD_MAX_MESSAGE, and parses one.
+    # Incoming: websockets queues MAX_QUEUE messages of at most HARD_MAX_MESSAGE, and reads one.
     incoming = (app.MAX_QUEUE + 1) * protocol.HARD_MAX_MESSAGE
-    # Outgoing: a send waits while more than the write limit (awaited sends) or high water
-    # (live bursts) is queued, so the buffer holds that plus the last message: a fetch chunk.
-    outgoing = max(app.WRITE_LIMIT, live.FlowLimits().high_water) + fetch.CHUNK_BYTES
-    # A replay session's replies wait in its outbox while the socket is full: OUTBOX_LIMIT
-    # messages, each at most a playback message of 4 bursts of frames (Playback.poll).
-    outbox = replay_session.OUTBOX_LIMIT * 4 * playback.BURST * FRAME_BYTES
-    return incoming + outgoing + outbox + IDLE_CONNECTION_BYTES
+    # A live subscriber is sent nothing while more than the high water is queued; what it may
+    # hold is that plus one message: a burst of twice --burst frames (LiveStream.burst_for).
+    burst = 2 * ServerConfig().burst * FRAME_BYTES
+    live_worst = IDLE_CONNECTION_BYTES + incoming + live.FlowLimits().high_water + burst
+    # A paced session's send waits while more than the write limit is queued, so it holds that
+    # plus its last message (at most a fetch chunk), and replies wait in its outbox.
+    paced = app.WRITE_LIMIT + fetch.CHUNK_BYTES + replay_session.OUTBOX_BYTES
+    return live_worst, IDLE_CONNECTION_BYTES + incoming + paced
+
+
+def connection_cap(memory_limit: int, max_replays: int) -> int:
+    """Connections a pod can hold with every one at its worst: --max-replays paced sessions,
+    the rest live subscribers, over the baseline."""
+    live_worst, paced_worst = _worst_case_connection_bytes()
+    room = memory_limit - BASELINE_BYTES - max_replays * (paced_worst - live_worst)
+    return max(0, room // live_worst)
 
 
 def _bytes(quantity: str) -> int:
@@ -860,18 +871,22 @@ def _bytes(quantity: str) -> int:
 
 
 def test_the_connection_cap_fits_the_pod_memory(env: Env) -> None:
-    """EEICT_MAX_CONNECTIONS = (memory limit - baseline) / worst case per connection: a pod
-    whose every connection is at its worst still stays under its limit (no OOM kill that would
-    drop every viewer at once)."""
+    """EEICT_MAX_CONNECTIONS = (memory limit - baseline - the paced sessions' extra) / a live
+    subscriber's worst case: a pod whose every connection is at its worst still stays under its
+    limit (no OOM kill that would drop every viewer at once)."""
+    from server.config import ServerConfig
+
     config = _generated(env, "ConfigMap", "eeict-stream-config")["data"]
-    worst = _worst_case_connection_bytes()
     for name in (APP, INGEST):
         container = env.container("Deployment", name)
         plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-        cap = int(plain.get("EEICT_MAX_CONNECTIONS", config["EEICT_MAX_CONNECTIONS"]))
-        fits = (_bytes(container["resources"]["limits"]["memory"]) - BASELINE_BYTES) // worst
+        settings = {**config, **plain}
+        cap = int(settings["EEICT_MAX_CONNECTIONS"])
+        replays = int(settings.get("EEICT_MAX_REPLAYS", ServerConfig().max_replays))
+        fits = connection_cap(_bytes(container["resources"]["limits"]["memory"]), replays)
         if name == APP:
             assert cap == fits, f"{env.name}: EEICT_MAX_CONNECTIONS={cap}, the formula gives {fits}"
+            assert cap >= 2000, f"{env.name}: a server pod must hold thousands of viewers"
         else:
             assert cap <= fits, f"{env.name} {name}: {cap} connections do not fit"
 

@@ -192,7 +192,7 @@ async def test_deeply_nested_json_on_demodata_gets_an_error(start_app, write_tin
     write_tiny()
     app = await start_app(live=["tiny"], loop=True)
     async with connect(ws_url(app, "/demodata")) as ws:
-        await ws.send("[" * 30_000 + "]" * 30_000)  # deeper than json can parse, under 64 KiB
+        await ws.send("[" * 16_000 + "]" * 16_000)  # deeper than json can parse, under 32 KiB
         while True:
             message = await asyncio.wait_for(ws.recv(), 5)
             if message.startswith('{"error"'):
@@ -467,29 +467,29 @@ async def test_a_recording_overwritten_in_place_ends_only_its_own_clients(
     assert ("was replaced; playing the new one" if replacement == "valid" else "stopped") in logged
 
 
-async def test_client_messages_over_16_kib_get_too_large_and_over_64_kib_close_1009(
+async def test_client_messages_over_16_kib_get_too_large_and_over_32_kib_close_1009(
     start_app, write_tiny
 ):
     write_tiny()
     app = await start_app(live=["tiny"], loop=True)
     async with connect(ws_url(app, "/live/tiny"), max_size=None) as ws:
         await recv(ws)  # hello
-        for size in (16 * 1024 + 1, 40 * 1024, 64 * 1024):  # refused, the connection stays
+        for size in (16 * 1024 + 1, 24 * 1024, 32 * 1024):  # refused, the connection stays
             await ws.send(b"\x80" * size)
             error = await recv(ws)
             assert error["code"] == "too_large" and str(size) in error["message"]
         await ws.send(msgpack.packb({"type": "ping", "id": "still here"}))
         assert (await recv(ws))["id"] == "still here"
-        await ws.send(b"\x80" * (64 * 1024 + 1))  # websockets' default (1 MiB) would take it
+        await ws.send(b"\x80" * (32 * 1024 + 1))  # websockets' default (1 MiB) would take it
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
                 await recv(ws)
     assert closed.value.rcvd.code == 1009
 
 
-async def test_a_connection_holds_at_most_4_unread_messages(start_app, write_tiny, monkeypatch):
+async def test_a_connection_holds_at_most_one_unread_message(start_app, write_tiny, monkeypatch):
     """A session that stops reading (here: its handler held) makes the server stop reading its
-    socket after 4 queued messages (websockets' default is 16 of up to 1 MiB each)."""
+    socket once a message is queued (websockets' default is 16 of up to 1 MiB each)."""
     from server.live_session import LiveSession
 
     held = asyncio.Event()
@@ -505,7 +505,7 @@ async def test_a_connection_holds_at_most_4_unread_messages(start_app, write_tin
     async with connect(ws_url(app, "/live/tiny")) as ws:
         await recv(ws)  # hello
         (server_side,) = app._server.connections
-        for n in range(6):  # the first is held in the handler, then 5 > 4 queued
+        for n in range(6):  # the first is held in the handler, the next one queued
             await ws.send(msgpack.packb({"type": "ping", "id": n}))
         await until(lambda: not server_side.transport.is_reading(), 5, "reading to pause")
         held.set()
@@ -602,3 +602,43 @@ async def test_a_live_stream_nobody_watches_notices_its_file_overwritten(
         await until(lambda: client.closed is not None or len(client.seqs()) > 64, 10, "frames")
         assert client.closed is None  # served the new file: it was replaced, not broken
     assert all(f["tick"] < 400 for f in client.frames())  # tiny_frames(300): ticks 100..399
+
+
+async def test_replay_and_demodata_sessions_are_capped_apart_from_live_viewers(
+    start_app, write_tiny
+):
+    """Sessions sent at their client's pace may hold ~1 MiB each (docs/deploy.md, "Sizing"):
+    past --max-replays one is closed with 1013, live viewers are not counted, and a slot freed
+    is taken again."""
+    write_tiny()
+    app = await start_app(live=["tiny"], loop=True, max_replays=1)
+    async with connect(ws_url(app, "/replay/tiny")) as first:
+        assert (await recv(first))["type"] == "hello"
+        for path in ("/replay/tiny", "/demodata"):
+            async with connect(ws_url(app, path)) as refused:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(refused.recv(), 5)
+            assert closed.value.rcvd.code == 1013 and "replay" in closed.value.rcvd.reason
+        async with connect(ws_url(app, "/live/tiny")) as viewer:
+            assert (await recv(viewer))["type"] == "hello"
+    await until(lambda: app.paced_sessions == 0, 5, "the first session to end")
+    async with connect(ws_url(app, "/demodata")) as again:
+        assert json.loads(await asyncio.wait_for(again.recv(), 5))["tick"] > 0
+    assert app.metrics.refused["replays_full"] == 2
+
+
+async def test_a_replay_outbox_is_bounded_by_bytes():
+    """Replies wait while the queued ones would pass the limit; an empty outbox takes one
+    reply of any size, so a large reply is never stuck."""
+    from server.replay_session import Outbox
+
+    outbox = Outbox(100)
+    await outbox.put(b"a" * 60)
+    waiting = asyncio.create_task(outbox.put(b"b" * 60))  # 120 > 100: waits
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and outbox.bytes == 60
+    assert outbox.get_nowait() == b"a" * 60
+    await asyncio.wait_for(waiting, 1)
+    assert outbox.bytes == 60 and outbox.get_nowait() == b"b" * 60 and outbox.empty()
+    await asyncio.wait_for(outbox.put(b"c" * 500), 1)  # over the limit, into an empty outbox
+    assert outbox.bytes == 500

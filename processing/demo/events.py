@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from processing.demo.parse import nan_to_none
-from processing.demo.players import PlayerRows
+from processing.demo.players import TEAMS, PlayerRows
 from processing.frames import Kill, NadeEvent
-from processing.vocabulary import client_name
+from processing.vocabulary import client_name, fire_grenade
 
 _DETONATIONS = {
     "smokegrenade_detonate": "Smoke Grenade",
@@ -25,8 +25,6 @@ _DETONATIONS = {
     "flashbang_detonate": "Flashbang",
     "decoy_started": "Decoy Grenade",
 }
-# A kill by fire names no grenade; CS2 sells the molotov to T and the incendiary to CT only.
-_FIRE_BY_TEAM = {2: "Molotov", 3: "Incendiary Grenade"}
 # (first frame, end frame, entity id, x, y, z) of a burning inferno
 InfernoSpan = tuple[int, int, int, float, float, float]
 
@@ -123,7 +121,7 @@ def _kill_weapon(raw: str, team: object) -> str:
     """The kill's weapon in the client's names; fire is the killer's side's fire grenade."""
     if raw == "inferno":
         team = nan_to_none(team)
-        return _FIRE_BY_TEAM.get(int(team), "Molotov") if team is not None else "Molotov"
+        return fire_grenade(TEAMS.get(int(team)) if team is not None else None)
     return client_name(raw)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from processing.demo.parse import GRENADE_TEAM
 from processing.demo.players import TEAMS, PlayerRows
 from processing.frames import Nade
+from processing.vocabulary import fire_grenade
 
 _NADE_TYPES = {
     "CSmokeGrenadeProjectile": "Smoke Grenade",
@@ -23,9 +24,7 @@ _NADE_TYPES = {
     "CIncendiaryGrenadeProjectile": "Incendiary Grenade",
     "CDecoyProjectile": "Decoy Grenade",
 }
-# CS2 uses one class for molotov and incendiary; T can buy only the one, CT only the other.
-_FIRE_CLASS = "CMolotovProjectile"
-_FIRE_BY_TEAM = {"T": "Molotov", "CT": "Incendiary Grenade"}
+_FIRE_CLASS = "CMolotovProjectile"  # the molotov's and the incendiary's (fire_grenade)
 
 
 def nades_in_flight(
@@ -44,7 +43,7 @@ def nades_in_flight(
     pos = gren[["x", "y", "z"]].to_numpy(float)
     teams = _teams(gren, players, eid, tick)
     types = [
-        _FIRE_BY_TEAM.get(team, "Molotov") if t == _FIRE_CLASS else _NADE_TYPES.get(t, t)
+        fire_grenade(team) if t == _FIRE_CLASS else _NADE_TYPES.get(t, t)
         for t, team in zip(gren["grenade_type"].tolist(), teams, strict=True)
     ]
     fi = players.frame_index(tick)

@@ -24,22 +24,19 @@ from processing.gsi.payload import (
     text,
     vector,
 )
-from processing.vocabulary import client_name
+from processing.vocabulary import client_name, fire_grenade
 
 Vec = tuple[float, float, float]
 
 # GSI grenade types that are grenades in flight ("inferno" is a burning area, not a nade).
 NADE_KINDS = frozenset({"smoke", "frag", "flashbang", "firebomb", "decoy"})
-# GSI gives the molotov and the incendiary one type; each side can buy only its own, as the
-# demos' projectile class (processing/demo/nades.py) needs the same rule.
-FIRE_BY_TEAM = {"T": "Molotov", "CT": "Incendiary Grenade"}
 
 
 def nade_type(kind: str, team: str) -> str:
     """A GSI grenade type in the client's names (``frag`` -> HE Grenade), as demos name them;
     ``firebomb`` by its thrower's ``team`` (Molotov when the team is not known)."""
     if kind == "firebomb":
-        return FIRE_BY_TEAM.get(team, "Molotov")
+        return fire_grenade(team)
     return client_name(kind)
 
 

@@ -16,7 +16,6 @@ from processing.synthetic.mirage import Point
 from processing.synthetic.weapons import (
     ARMOR_COST,
     C4,
-    FIRE_NADE,
     FORCE_BUY,
     FULL_BUY,
     GUNS,
@@ -28,7 +27,7 @@ from processing.synthetic.weapons import (
     PISTOL,
     PISTOL_UPGRADE,
 )
-from processing.vocabulary import client_name
+from processing.vocabulary import client_name, fire_grenade
 
 FREEZE_S = 15.0
 ROUND_S = 115.0  # 1:55 of play after freeze time
@@ -222,7 +221,7 @@ def _buy(rng, side, money, load, mode, awper) -> tuple[Loadout, int]:
             new.armor, new.helmet = 100, True
         if side == "CT" and not new.kit and rng.random() < 0.6 and pay(KIT_COST):
             new.kit = True
-        wanted = ["Smoke Grenade", "Flashbang", FIRE_NADE[side], "HE Grenade"]
+        wanted = ["Smoke Grenade", "Flashbang", fire_grenade(side), "HE Grenade"]
         for nade in wanted[: rng.randint(1, 4)]:
             if nade not in new.nades and pay(NADES[nade][1]):
                 new.nades.append(nade)

@@ -51,7 +51,6 @@ NADES: dict[str, tuple[str, int]] = {
     "Decoy Grenade": ("Decoy Grenade", 50),
 }
 FIRE_TYPES = ("Molotov", "Incendiary Grenade")
-FIRE_NADE = {"T": "Molotov", "CT": "Incendiary Grenade"}
 
 PISTOL = {"T": ("Glock-18",), "CT": ("USP-S", "P2000")}
 FULL_BUY = {"T": "AK-47", "CT": ("M4A1", "M4A4")}

@@ -45,8 +45,11 @@ _NOTICE, _SKIP, _BURST, _END = range(4)
 class FlowLimits:
     """Bounds that keep one slow client from costing memory or anyone else's pace."""
 
-    high_water: int = 256 * 1024  # bytes queued for a client before it is considered blocked
-    low_water: int = 64 * 1024  # a blocked client resumes below this
+    # Bytes queued in user space for a client before it is considered blocked (the kernel's
+    # socket buffer holds the rest): two bursts of 16 plain frames, bounding a slow client's
+    # memory (docs/deploy.md, "Sizing").
+    high_water: int = 128 * 1024
+    low_water: int = 32 * 1024  # a blocked client resumes below this
     skip_behind_s: float = 1.0  # a client this far behind once it drains jumps to the edge
     close_after_s: float = 10.0  # a client blocked this long is closed
     max_buffer_s: float = MAX_BUFFER_S  # largest buffer a client may ask for
