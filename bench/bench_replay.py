@@ -24,6 +24,8 @@ from typing import Any
 
 import _support as sup
 
+from server.rate_limit import REQUESTS_PER_S
+
 PATH = f"/replay/{sup.STREAM_ID}"
 CHUNK = 256
 
@@ -87,12 +89,17 @@ class Session:
 
 
 async def seek_latencies(port: int, count: int) -> list[float]:
+    """``count`` seeks one after another, each timed until its first frame, paced under the
+    server's per-connection request rate (server/rate_limit.py)."""
     session = await Session().open(port)
     stream = session.hello.result()["stream"]
     rng = random.Random(1)
     latencies = []
+    spacing = 1.0 / (REQUESTS_PER_S - 5)
     for _ in range(count):
         tick = rng.randint(stream["first_tick"], stream["last_tick"])
+        if latencies:
+            await asyncio.sleep(max(0.0, spacing - latencies[-1]))
         sent = time.time()
         session.seek_from = session.gen  # the first ticks of the next state's gen ends the wait
         arrived = await asyncio.wait_for(session.request({"type": "seek", "tick": tick}), 10)

@@ -248,13 +248,13 @@ def _fsync_dir(directory: Path) -> None:
 # read with pread (a file truncated under us is a short read, where a memory map gives SIGBUS).
 
 _MAX_FRAME_BYTES = 1 << 20  # one frame's msgpack; real ones are 1-10 KiB
-_MAX_CHUNK_BYTES = 16 << 20  # one decompressed chunk; real ones are <= ~600 KiB
+_MAX_CHUNK_BYTES = 4 << 20  # one decompressed chunk; real ones are <= ~600 KiB
 _MAX_FRAMES_PER_CHUNK = 1 << 16  # the writer uses the tickrate (64 or 128)
 _MAX_RATIO = 256  # decompressed/compressed beyond _RATIO_FLOOR; real chunks and indexes <= ~100
 _RATIO_FLOOR = 4 << 20  # any part may decompress to this much whatever its compressed size
-# Decompressed chunks kept for every open recording together (~100-300 real chunks); at least
+# Decompressed chunks kept for every open recording together (~25-80 real chunks); at least
 # twice the largest chunk, so any chunk can be cached rather than decompressed on every read.
-CHUNK_CACHE_BYTES = 64 << 20
+CHUNK_CACHE_BYTES = 16 << 20
 CHUNK_CACHE_CHUNKS = 4096  # tiny chunks: the entries' own overhead stays bounded too
 _MAX_META_BYTES = 16 << 20  # the metadata map; a real match's is ~50-300 KiB (its events)
 _MAX_META_DEPTH = 8  # nesting of metadata values; the writer's deepest is 3 (events' fields)

@@ -834,7 +834,7 @@ def test_the_job_deadline_gives_every_wave_of_pods_an_hour(env: Env) -> None:
 FRAME_BYTES = 4 * 1024
 IDLE_CONNECTION_BYTES = 16 * 1024  # 16.2 KB measured with 18,500 idle connections
 # The server's memory at rest with its streams' caches: 52-59 MB measured, a live stream's burst
-# cache (up to 32 MiB) and the chunk cache of the recordings in play (64 MiB for all).
+# cache (up to 32 MiB) and the chunk cache of the recordings in play (16 MiB for all).
 BASELINE_BYTES = 128 * 1024 * 1024
 
 

@@ -22,7 +22,7 @@ from server.streams.encoding import (
 from server.streams.store import FrameStore
 
 CHUNK_FRAMES = 256  # per message at most, and
-CHUNK_BYTES = 512 * 1024  # well under the 1 MiB that websockets clients accept by default
+CHUNK_BYTES = 960 * 1024  # under the 1 MiB that websockets clients accept by default
 
 
 class Fetch:
