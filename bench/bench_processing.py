@@ -263,7 +263,7 @@ def main() -> int:
             f"{estimate['windowed_peak_mb']:.0f} MB (Job limit {JOB_LIMIT_MB} MB)"
         )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "full_match": estimate}, indent=2))
+        args.json.write_text(json.dumps({"records": rows, "full_match": estimate}, indent=2))
     return 0
 
 
