@@ -3,11 +3,12 @@
 For each N, ``eeict serve`` runs in its own process and N subscribers connect from client
 processes; after the ramp-up, every client counts the frames it gets during the window and the
 lag of each ``ticks`` message behind the moment it became due. The same clients then run against
-a bare websockets server that ``broadcast()``s the same bytes on the same schedule (8 frames per
-message, 8 messages/s): the ceiling a websockets-based server can reach on this machine.
+a bare websockets server that ``broadcast()``s the same bytes on the same schedule (the bursts
+eeict sends a subscriber with that buffer: 16 frames a message for a buffer of a second or more,
+else 8, as ``LiveStream.burst_for``): the ceiling a websockets-based server can reach here.
 
-Lag: a burst of frames [s, s+8) becomes due when frame s+7 is ``buffer`` frames ahead of the
-playhead, at ``epoch + (s + 7 - buffer) / rate``; lag = arrival - due (same host clock), as seen
+Lag: a burst of frames [s, s+n) becomes due when frame s+n-1 is ``buffer`` frames ahead of the
+playhead, at ``epoch + (s + n - 1 - buffer) / rate``; lag = arrival - due (same host clock), as seen
 by the client's event loop (so it includes the client's own queueing). With ``--buffer 0`` this
 is the lag of the burst's last frame behind the playhead. A client counts the bursts due inside
 the window, so delivered ticks/s is exactly the stream rate when nothing is lost.
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def raw_server(recording: Path, port: int, buffer: int) -> None:
-    """Send every subscriber the same 8-frame ``ticks`` bytes when due, with broadcast()."""
+    """Send every subscriber the same ``ticks`` bytes when due, with broadcast()."""
     from websockets.asyncio.server import broadcast, serve
 
     from processing.recording import Recording
@@ -83,11 +84,13 @@ async def raw_server(recording: Path, port: int, buffer: int) -> None:
     def process_request(connection, request):
         return None if request.path.startswith("/live/") else connection.respond(200, "ready\n")
 
+    burst = 2 * BURST if buffer >= rate else BURST  # what eeict sends this subscriber
+
     def frames(seq: int) -> bytes:
         index = seq % count
-        if index + BURST <= count:
-            return rec.frames_bytes(index, index + BURST)
-        return b"".join(rec.frame_bytes((seq + i) % count) for i in range(BURST))
+        if index + burst <= count:
+            return rec.frames_bytes(index, index + burst)
+        return b"".join(rec.frame_bytes((seq + i) % count) for i in range(burst))
 
     async with serve(
         handler, "127.0.0.1", port, compression=None, ping_interval=20, ping_timeout=20,
@@ -95,11 +98,11 @@ async def raw_server(recording: Path, port: int, buffer: int) -> None:
     ):  # fmt: skip
         seq = 0
         while True:
-            delay = epoch + (seq + BURST - 1 - buffer) / rate - time.time()
+            delay = epoch + (seq + burst - 1 - buffer) / rate - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            broadcast(subscribers, ticks_envelope(sup.STREAM_ID, seq, BURST, frames(seq)))
-            seq += BURST
+            broadcast(subscribers, ticks_envelope(sup.STREAM_ID, seq, burst, frames(seq)))
+            seq += burst
 
 
 def start_raw(recording: Path, buffer: int) -> sup.ServerProcess:

@@ -52,11 +52,12 @@ sys.path.insert(0, str(ROOT))
 from redis_server import redis_server  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
+from server.broker.base import DEFAULT_WINDOW as WINDOW  # noqa: E402  frames Redis keeps a match
+
 MATCH, TOKEN = "bench", "bench-token"
 CAPTURE = ROOT.parent / "shared" / "gsi" / "full_game_gsi.zip"
 DEPICTS = struct.Struct("<d")  # the first 8 bytes of a frame in the broker (server/follower.py)
 GSI_DELAY_S = 0.75
-WINDOW = 4096  # frames Redis keeps per match (server/broker/base.py DEFAULT_WINDOW)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ from typing import TypedDict
 
 
 class Player(TypedDict):
-    sid: int  # steam id (uint64); a bot's is its player slot (docs/protocol.md)
+    sid: int  # steam id (uint64); bots: docs/protocol.md
     name: str
     clan: str
     team: str  # "T", "CT", "S" (spectator), "UA" (unassigned)

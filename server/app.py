@@ -236,7 +236,10 @@ class App:
         """Ask the broker's backend every few seconds, so ``eeict_broker_up`` and ``/readyz``
         are current even when nothing else uses it (an ingest with no match in play)."""
         while True:
-            await self.broker.ping()
+            try:
+                await self.broker.ping()
+            except Exception:  # a bug in an engine: logged, and the check goes on
+                log.exception("checking the broker failed")
             await asyncio.sleep(BROKER_PING_S)
 
     # -- what is served --------------------------------------------------------------------

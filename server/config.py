@@ -79,7 +79,9 @@ class ServerConfig:
     )  # fmt: skip
     burst: int = option(8, "frames per tick message on live streams")
     token: str | None = option(
-        None, "require this token on WebSockets, /streams, /metrics and /recordings",
+        None,
+        "require this token on WebSockets and every HTTP path but the page, /static, the "
+        "probes and /gsi (which has its own per-match tokens)",
         shown=lambda _: "***",
     )  # fmt: skip
     allow_open: bool = option(
@@ -96,7 +98,7 @@ class ServerConfig:
     )
     max_replays: int = option(
         64,
-        "/replay and /demodata connections at once (each may hold about 1 MiB of queued data); "
+        "/replay and /demodata connections at once (each may hold about 1.5 MiB of queued data); "
         "more are closed (1013)",
     )
     max_downloads: int = option(8, "concurrent recording downloads; more get 503")

@@ -34,7 +34,7 @@ DOWNLOAD_BLOCK = 256 * 1024  # read and sent at a time: a download's memory is a
 # A download whose client takes no block for this long is closed and frees its slot: 8 clients
 # that never read would otherwise hold every slot for good.
 DOWNLOAD_SEND_TIMEOUT_S = 30.0
-PUBLIC_PATHS = ("/", "/healthz", "/readyz")
+PUBLIC_PATHS = ("/", "/healthz", "/readyz")  # and /static/, /gsi/ (its own tokens): no --token
 # Headers whose repeats would make "which one counts" ambiguous: refused, never guessed.
 SINGLE_HEADERS = (
     "Authorization",
@@ -42,7 +42,7 @@ SINGLE_HEADERS = (
     "Host",
     "Upgrade",
     "If-None-Match",
-)  # everything else needs the token, when one is set
+)
 APP_KEY = web.AppKey("eeict_app", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -322,7 +322,11 @@ class Ingest:
         load: Callable[[], Awaitable[GrowingStore]],
         journal_file: Path | None,
     ) -> None:
-        store = await load()
+        try:
+            store = await load()
+        except Exception:  # an unreadable journal: kept for a look, tried again at next start
+            log.exception("live match %s: cannot read run %s back; its journal is kept", name, run)
+            return
         if store.frame_count == 0:
             log.info("live match %s: run %s has no frames; nothing to record", name, run)
         else:

@@ -143,7 +143,7 @@ def test_corrupt_string_tables_are_a_clear_error(demos_dir, tmp_path, scratch):
     frame = next(f for f, _ in frames_of(demo) if f.command == wire.DEM_STRING_TABLES)
     data[frame.body : frame.body + 5] = b"\xff\xff\xff\xff\x0f"  # a 4 GiB snappy block
     demo.write_bytes(bytes(data))
-    with pytest.raises(DemoError, match=r"nade\.dem: its string tables are corrupt"):
+    with pytest.raises(DemoError, match=r"nade\.dem: its frames are corrupt"):
         read_demo(demo)
     assert not list(scratch.iterdir()), "the restored copy's folder is removed"
 
@@ -188,3 +188,45 @@ def test_protobuf_and_varints_round_trip():
         assert wire.varint(wire.encode_varint(value), 0) == (value, len(wire.encode_varint(value)))
     with pytest.raises(wire.WireError):
         list(wire.fields(wire.encode_varint(7 << 3 | 2) + wire.encode_varint(10) + b"short"))
+
+
+def _demo(tmp_path: Path, frames: list[bytes], info_at: int | None = None) -> Path:
+    """A demo file of ``frames``; the header's file info offset is frame ``info_at``'s start."""
+    starts, at = [], 16
+    for frame in frames:
+        starts.append(at)
+        at += len(frame)
+    info = starts[info_at] if info_at is not None else 0
+    path = tmp_path / "made.dem"
+    path.write_bytes(b"PBDEMS2\x00" + info.to_bytes(4, "little") * 2 + b"".join(frames))
+    return path
+
+
+def _signon(names: list[str]) -> bytes:
+    creates = [(CREATE, wire.bytes_field(1, name.encode())) for name in names]
+    return wire.encode_frame(wire.DEM_SIGNON_PACKET, 0, wire.encode_packet(creates))
+
+
+def test_a_crafted_demo_cannot_make_a_huge_copy(tmp_path):
+    """Each full packet is followed by the game's tables again; a small file of many tables
+    and thousands of empty full packets would make a copy hundreds of times its size."""
+    full = wire.encode_frame(wire.DEM_FULL_PACKET, 1, b"")
+    frames = [_signon([f"table{i}" for i in range(200)]), *[full] * 20_000]
+    demo = _demo(tmp_path, [*frames, wire.encode_frame(wire.DEM_STOP, 2, b"")])
+    with pytest.raises(wire.WireError, match="more string table frames"):
+        restore_string_tables(demo, tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_header_follows_a_frame_that_moved(tmp_path):
+    """A signon packet inserted right before the frame the header points at moves that frame:
+    the header must point at it still."""
+    full = wire.encode_frame(wire.DEM_FULL_PACKET, 1, b"")
+    info = wire.encode_frame(2, 3, b"file info")  # DEM_FileInfo
+    stop = wire.encode_frame(wire.DEM_STOP, 3, b"")
+    demo = _demo(tmp_path, [_signon(["instancebaseline"]), full, info, stop], info_at=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    restored = restore_string_tables(demo, out).read_bytes()
+    offset = int.from_bytes(restored[8:12], "little")
+    assert restored[offset : offset + len(info)] == info

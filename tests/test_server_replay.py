@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 
 from processing.recording import Recording
 from server.app import WRITE_LIMIT
+from server.streams.fetch import CHUNK_BYTES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -169,7 +170,7 @@ async def test_fetch_client_that_stops_reading_holds_bounded_memory(start_app, w
     await asyncio.sleep(2.0)  # the client reads nothing
     (server_side,) = app._server.connections
     queued = server_side.transport.get_write_buffer_size()
-    largest_message = 512 * 1024 + 1024
+    largest_message = CHUNK_BYTES + 1024  # a fetch chunk and its envelope
     assert queued <= WRITE_LIMIT + largest_message
     ws.transport.abort()
 

@@ -124,7 +124,15 @@ def parse_demo(
         raise
     except WireError as exc:
         workdir.cleanup()
-        raise DemoError(f"{path.name}: its string tables are corrupt ({exc})") from exc
+        raise DemoError(
+            f"{path.name}: its frames are corrupt ({exc}); copy the demo again"
+        ) from exc
+    except OSError as exc:  # writing the restored copy: a full or unwritable TMPDIR
+        workdir.cleanup()
+        raise DemoError(
+            f"{path.name}: cannot write its restored copy to {tempfile.gettempdir()} "
+            f"({exc.strerror}); free space there or point TMPDIR elsewhere"
+        ) from exc
     except BaseException as exc:  # demoparser2 raises plain Exception, or panics (BaseException)
         workdir.cleanup()
         raise DemoError(

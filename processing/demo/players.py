@@ -1,10 +1,10 @@
-"""Player rows: demoparser2's per-tick props made into one filled numpy column per field.
+"""Player rows: demoparser2's per-tick props made into one numpy column per field.
 
-demoparser2 sends a prop only when it changes, splits some between the pawn and the
-controller, and repeats a player when a tick had several snapshots, while every other module
-wants one complete row per player per frame. PlayerRows makes those rows once (and with them
-the frames: one per tick that has player rows); PlayerTable cuts the alive players' frame
-fields from them, with the fields derived from several props computed vectorised.
+demoparser2 gives each player's entity state on every tick it has (and repeats a player when
+a tick had several snapshots), while every other module wants one row per player per frame.
+PlayerRows makes those rows once (and with them the frames: one per tick that has player
+rows); PlayerTable cuts the alive players' frame fields from them, with the fields derived
+from several props computed vectorised.
 """
 
 from __future__ import annotations
@@ -111,10 +111,6 @@ class PlayerRows:
         """Index of the frame an event goes on: the first frame at or after its tick."""
         return np.searchsorted(self.ticks, np.asarray(event_ticks, dtype=np.int64), side="left")
 
-    def position(self, sid: Any, tick: int, key: str) -> float | None:
-        """Player ``sid``'s coordinate ``key`` on the last frame at or before ``tick``."""
-        return self.value(sid, tick, key)
-
     def value(self, sid: Any, tick: int, key: str) -> float | None:
         """Player ``sid``'s field ``key`` on the last frame at or before ``tick`` (None if
         the player is not on it or the value is unknown)."""
@@ -154,16 +150,6 @@ def _player_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
             cols[field] = series.to_numpy()
     cols["known"] = ~np.isnan(np.stack([cols[a].astype(float) for a in "xyz"])).any(axis=0)
     return cols
-
-
-def _steamid(value: Any) -> int | None:
-    value = nan_to_none(value)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _client_lists(values: list[Any]) -> np.ndarray:

@@ -38,15 +38,23 @@ _TABLE_MESSAGES = frozenset({_CREATE, _CLEAR_ALL})
 _CREATING = {wire.DEM_SIGNON_PACKET, wire.DEM_FULL_PACKET}
 _READ = frozenset({wire.DEM_STRING_TABLES, *_CREATING})
 
+_ADDED_FLOOR = 1 << 20  # what a restored copy may add beyond the demo's own size
 Entries = list[tuple[bytes, bytes]]  # (key, value)
 Edit = tuple[int, int, bytes]  # replace bytes [start, end) of the file (start == end: insert)
 
 
 def restore_string_tables(path: Path, workdir: Path) -> Path:
     """``path`` itself when demoparser2 misses nothing in it, else the restored copy, written
-    in ``workdir``. Raises wire.WireError on a demo whose frames cannot be read."""
+    in ``workdir``. Raises wire.WireError on a demo whose frames cannot be read, or that would
+    need more added than the demo's own size (real ones add a few hundred KiB at most: a crafted
+    file of tiny full packets must not make a copy a thousand times its size)."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        edits = list(_edits(data))
+        edits, added = [], 0
+        for edit in _edits(data):
+            added += len(edit[2])
+            if added > len(data) + _ADDED_FLOOR:
+                raise wire.WireError("more string table frames than any demo has")
+            edits.append(edit)
         if not edits:
             return path
         out = workdir / path.name
@@ -57,6 +65,7 @@ def restore_string_tables(path: Path, workdir: Path) -> Path:
 def _edits(data: mmap.mmap) -> Iterator[Edit]:
     created: list[bytes] = []  # the game's create messages, by table id
     unread: list[wire.Frame] = []  # packets that may create tables, read at a full packet
+    again: tuple[int, list[bytes]] | None = None  # the re-creates, for that many tables
     for frame in wire.frames(data, _READ):
         if frame.command == wire.DEM_STRING_TABLES:
             snapshot = _snapshot(wire.frame_body(data, frame))
@@ -72,15 +81,16 @@ def _edits(data: mmap.mmap) -> Iterator[Edit]:
                 _follow_tables(data, packet, created)
             unread.clear()
             if created:
-                again = [_emptied(message) for message in created]
-                yield frame.end, frame.end, _signon_frame(frame.tick, again)
+                if again is None or again[0] != len(created):  # tables are only ever added
+                    again = (len(created), [_emptied(message) for message in created])
+                yield frame.end, frame.end, _signon_frame(frame.tick, again[1])
 
 
 def _follow_tables(data: mmap.mmap, frame: wire.Frame, created: list[bytes]) -> None:
     """Keep ``created`` (the game's tables by id) up to date with a packet's messages."""
     body = wire.frame_body(data, frame)
     if frame.command == wire.DEM_FULL_PACKET:  # CDemoFullPacket: packet = 2
-        body = next((v for n, v in wire.fields(body) if n == 2), b"")
+        body = next((v for n, v in wire.fields(body) if n == 2 and isinstance(v, bytes)), b"")
     for kind, message in wire.packet_messages(body, _TABLE_MESSAGES):
         if kind == _CREATE:
             created.append(message)
@@ -150,8 +160,8 @@ def _write_copy(data: mmap.mmap, edits: list[Edit], out: Path) -> None:
     """The file with the edits made; the header's two offsets move with the bytes."""
     info, spawn = struct.unpack_from("<ii", data, 8)
 
-    def moved(offset: int) -> int:
-        return offset + sum(len(new) - (end - start) for start, end, new in edits if start < offset)
+    def moved(offset: int) -> int:  # an edit wholly before the offset moves it
+        return offset + sum(len(new) - (end - start) for start, end, new in edits if end <= offset)
 
     view = memoryview(data)
     try:

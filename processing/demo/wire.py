@@ -134,6 +134,8 @@ def fields(message: bytes) -> Iterator[tuple[int, int | bytes]]:
             i += length
         elif kind in (1, 5):
             width = 8 if kind == 1 else 4
+            if i + width > len(message):
+                raise WireError("a protobuf field runs past the end of its message")
             yield number, message[i : i + width]
             i += width
         else:

@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
@@ -232,7 +232,7 @@ class RedisBroker:
     async def ping(self) -> bool:
         try:
             await self._cmd.ping()
-        except (*OUTAGE, ResponseError) as exc:
+        except (*OUTAGE, RedisError) as exc:  # e.g. something else answers on that port
             self._down(exc)
             return False
         return self._healthy

@@ -7,6 +7,7 @@ played, appended to as frames are made and read the same way while its end moves
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any, Protocol
 
@@ -82,6 +83,9 @@ class GrowingStore:
         self._compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
         self._decompressor = zstandard.ZstdDecompressor()
         self._cache: OrderedDict[int, list[bytes]] = OrderedDict()
+        # A finished match is written to its recording in a worker thread while the event loop
+        # may still read the store: the decompressor and the cache are used under this lock.
+        self._chunk_lock = threading.Lock()
         self._complete = False
 
     # -- writing ---------------------------------------------------------------------------
@@ -110,7 +114,8 @@ class GrowingStore:
         if self._open:
             raise ValueError(f"{self.name}: a sealed chunk cannot follow a partial one")
         try:
-            data = self._decompressor.decompress(chunk)
+            with self._chunk_lock:
+                data = self._decompressor.decompress(chunk)
             unpacker = msgpack.Unpacker(raw=False)
             unpacker.feed(data)
             frames, ends = [], []
@@ -220,18 +225,19 @@ class GrowingStore:
     def _chunk_frames(self, chunk: int) -> list[bytes]:
         if chunk == len(self._sealed):
             return self._open
-        frames = self._cache.get(chunk)
-        if frames is None:
-            data = self._decompressor.decompress(self._sealed[chunk])
-            base = chunk * self.frames_per_chunk
-            ends = np.cumsum(self._lengths[base : base + self.frames_per_chunk])
-            frames = [data[a:b] for a, b in zip((0, *ends[:-1]), ends, strict=True)]
-            self._cache[chunk] = frames
-            if len(self._cache) > _CACHED_CHUNKS:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(chunk)
-        return frames
+        with self._chunk_lock:
+            frames = self._cache.get(chunk)
+            if frames is None:
+                data = self._decompressor.decompress(self._sealed[chunk])
+                base = chunk * self.frames_per_chunk
+                ends = np.cumsum(self._lengths[base : base + self.frames_per_chunk])
+                frames = [data[a:b] for a, b in zip((0, *ends[:-1]), ends, strict=True)]
+                self._cache[chunk] = frames
+                if len(self._cache) > _CACHED_CHUNKS:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(chunk)
+            return frames
 
     def encoded(self, start: int, stop: int) -> list[bytes]:
         """The msgpack bytes of frames [start, stop), one item per frame."""
