@@ -602,6 +602,12 @@ class Recording:
         """``fstat`` of the open file (what it is now, not what a path names); None in memory."""
         return os.fstat(self._source.fd) if isinstance(self._source, _FileBytes) else None
 
+    def overwritten(self) -> bool:
+        """Whether the open file was changed in place since it was opened (its size or
+        modification time differ): reads may then meet bytes of another file."""
+        status = self.file_status()
+        return status is not None and (status.st_size, status.st_mtime_ns) != self.stamp
+
     def _read(self, offset: int, length: int) -> bytes:
         try:
             return self._source.read(offset, length)

@@ -290,7 +290,7 @@ def _file_changed(entry: Entry) -> str | None:
     opened = entry.recording.file_status()
     if opened is None:  # held in memory
         return None
-    if (opened.st_size, opened.st_mtime_ns) != entry.stamp:
+    if entry.recording.overwritten():
         return "was overwritten"
     try:
         named = os.lstat(entry.path)  # a symlink is looked at, not followed

@@ -116,10 +116,9 @@ class LiveDriver:
         self._checked_at = now
         recording = feed.store
         try:
-            status = recording.file_status()
+            if not recording.overwritten():
+                return None
         except OSError:
-            return None
-        if status is None or (status.st_size, status.st_mtime_ns) == recording.stamp:
             return None
         name = shown(Path(recording.name).name)
         return feed, RecordingError(f"{name}: overwritten in place while it was played")

@@ -179,9 +179,7 @@ class ReplaySession:
 
     def _check_file(self) -> None:
         """Raise RecordingError if the recording's open file was changed in place."""
-        file_status = getattr(self.store, "file_status", None)  # a live match has no file
-        status = file_status() if file_status is not None else None
-        if status is not None and (status.st_size, status.st_mtime_ns) != self.store.stamp:
+        if self.store.overwritten():
             raise RecordingError(f"{shown(self.store.name)}: overwritten in place while played")
 
     async def _send(self, message: bytes) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from processing.frames import Frame
-from server.streams.store import FrameStore, GrowingStore
+from server.streams.store import FrameStore, GrowingStore, room_for
 
 
 class LiveFeed(Protocol):
@@ -100,9 +100,8 @@ class GrowingFeed:
     def append(self, frame: Frame, made_at: float, depicts: float) -> bytes | None:
         """Add the next frame (see ``GrowingStore.append`` for the return value)."""
         index = self.store.frame_count
-        if index == len(self._made_at):
-            self._made_at = np.concatenate((self._made_at, np.zeros_like(self._made_at)))
-            self._depicts = np.concatenate((self._depicts, np.zeros_like(self._depicts)))
+        self._made_at = room_for(self._made_at, index + 1)
+        self._depicts = room_for(self._depicts, index + 1)
         chunk = self.store.append(frame)
         self._made_at[index], self._depicts[index] = made_at, depicts
         return chunk

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from processing.gsi.framer import RATE, Framer
-from server.streams.store import GrowingStore
+from server.streams.store import GrowingStore, room_for
 
 STEP_S = 1.0 / RATE
 # What describes a match (a store's, a journal's, a broker stream's and a recording's meta).
@@ -80,7 +80,7 @@ class MatchInPlay:
         from its journal (the new frames follow them: ticks and round time go on)."""
         self.store = store
         count = store.frame_count
-        self._grow(count)
+        self._depicts = room_for(self._depicts, count)
         # Reloaded frames show moments before the restart: as if made at the stream's rate.
         self._depicts[:count] = now - (count - np.arange(count)) / RATE
         if count:
@@ -98,7 +98,7 @@ class MatchInPlay:
         for frame in self.framer.frames(now):
             frame["tick"] += self._tick_offset
             frame["round_time"] = round(frame["round_time"] + self._time_offset, 4)
-            self._grow(store.frame_count + 1)
+            self._depicts = room_for(self._depicts, store.frame_count + 1)
             self._depicts[store.frame_count] = depicts
             store.append(frame)
             out.frames += 1
@@ -125,8 +125,3 @@ class MatchInPlay:
     def depicted_time(self, index: int) -> float:
         """When (on the ingest's clock) the moment frame ``index`` shows happened."""
         return float(self._depicts[index])
-
-    def _grow(self, count: int) -> None:
-        if count > len(self._depicts):
-            size = max(count, 2 * len(self._depicts))
-            self._depicts = np.concatenate((self._depicts, np.zeros(size - len(self._depicts))))

@@ -43,10 +43,24 @@ class FrameStore(Protocol):
 
     def frame(self, index: int) -> Frame: ...
 
+    def overwritten(self) -> bool:
+        """Whether the file behind the frames was changed in place (never, for frames held in
+        memory)."""
+
 
 FRAMES_PER_CHUNK = 64  # ~1 s at 64 frames/s: what a journal loses at most
 _ZSTD_LEVEL = 3
 _CACHED_CHUNKS = 8
+
+
+def room_for(values: np.ndarray, count: int) -> np.ndarray:
+    """``values`` with room for ``count`` items: itself, or a copy twice as long (or ``count``
+    long, if more) with zeros after, for a column that grows one frame at a time."""
+    if count <= len(values):
+        return values
+    grown = np.zeros(max(count, 2 * len(values)), dtype=values.dtype)
+    grown[: len(values)] = values
+    return grown
 
 
 class GrowingStore:
@@ -144,9 +158,8 @@ class GrowingStore:
         tick = int(frame["tick"])
         if self._count and tick <= self._ticks[self._count - 1]:
             raise ValueError(f"frames out of order: tick {tick} after {self.meta['last_tick']}")
-        if self._count == len(self._ticks):
-            self._ticks = np.concatenate((self._ticks, np.zeros_like(self._ticks)))
-            self._lengths = np.concatenate((self._lengths, np.zeros_like(self._lengths)))
+        self._ticks = room_for(self._ticks, self._count + 1)
+        self._lengths = room_for(self._lengths, self._count + 1)
         self._ticks[self._count] = tick
         self._lengths[self._count] = len(encoded)
         self._describe(frame, tick, self._count)
@@ -263,6 +276,9 @@ class GrowingStore:
 
     def frame(self, index: int) -> Frame:
         return msgpack.unpackb(self.frames_bytes(index, index + 1))
+
+    def overwritten(self) -> bool:
+        return False  # held in memory
 
     def frames(self, start: int, stop: int) -> list[Frame]:
         unpacker = msgpack.Unpacker()
