@@ -27,7 +27,7 @@ from server.broker import Broker, make_broker, redact_url
 from server.builtin import load_builtin
 from server.catalog import Catalog
 from server.clock import steady_wall_clock
-from server.config import BUILTIN_STREAM, DEFAULT_BUFFER_S, ServerConfig, _is_loopback
+from server.config import BUILTIN_STREAM, DEFAULT_BUFFER_S, ServerConfig, is_loopback
 from server.follower import Follower, follow_broker
 from server.ingest import Ingest
 from server.legacy import serve_legacy
@@ -398,7 +398,7 @@ class App:
         if path == "/demodata":
             driver = self._legacy_driver(query.get("stream", [None])[0])
             if driver is not None:
-                await serve_legacy(connection, driver.stream, self.clock, self.metrics)
+                await serve_legacy(connection, driver, self.clock, self.metrics)
                 return
             await self._unknown_stream(connection, "live", query.get("stream", [""])[0])
             return
@@ -443,7 +443,7 @@ def open_server_warning(config: ServerConfig) -> str | None:
     """What the log says when no token protects the server (loopback, or --allow-open)."""
     if config.token:
         return None
-    who = "every local user" if _is_loopback(config.host) else "anyone who can reach it"
+    who = "every local user" if is_loopback(config.host) else "anyone who can reach it"
     if config.allow_open:
         who += " (--allow-open)"
     return (

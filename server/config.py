@@ -233,7 +233,7 @@ def validate(config: ServerConfig) -> ServerConfig:
                 "TOKEN: the one in the game's cfg)"
             )
     _check_broker(config)
-    if not config.token and not config.allow_open and not _is_loopback(config.host):
+    if not config.token and not config.allow_open and not is_loopback(config.host):
         raise ConfigError(
             f"--host {config.host} without --token would open every stream and recording to "
             "anyone who can reach it: set --token (EEICT_TOKEN), or --allow-open if that is meant"
@@ -258,5 +258,5 @@ def _check_broker(config: ServerConfig) -> None:
         )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from processing.recording import RecordingError
 from server import protocol
-from server.live_driver import report_unreadable, stopped_reason
+from server.live_driver import LiveDriver
 from server.metrics import Metrics
 from server.rate_limit import RateLimit
 from server.streams.feed import LiveFeed
@@ -81,8 +81,9 @@ class Credit:
 
 
 async def serve_legacy(
-    connection: ServerConnection, stream: LiveStream, clock, metrics: Metrics
+    connection: ServerConnection, driver: LiveDriver, clock, metrics: Metrics
 ) -> None:
+    stream = driver.stream
     encoder = _encoders.get(stream) or _encoders.setdefault(stream, LegacyEncoder(stream))
     credit = Credit()
     reader = asyncio.create_task(_read_requests(connection, credit, metrics))
@@ -94,7 +95,7 @@ async def serve_legacy(
                 await credit.changed.wait()
             if credit.closed:  # the client left
                 break
-            if stopped_reason(stream) is not None:  # its recording became unreadable
+            if driver.stopped is not None:  # its recording became unreadable
                 await _unreadable(connection, metrics)
                 break
             if stream.closed:  # the live match restarted: the client reconnects into it
@@ -122,8 +123,8 @@ async def serve_legacy(
                     metrics.sent("demodata", 1, len(text))
                     next_seq = seq + 1
             except RecordingError as exc:
-                if not await _replaced(stream, feed, exc):
-                    if stopped_reason(stream) is None:  # else the driver said so, once
+                if not await _replaced(driver, feed, exc):
+                    if driver.stopped is None:  # else the driver said so, once
                         log.warning("/demodata on %r stopped: %s", stream.id, exc)
                     await _unreadable(connection, metrics)
                     break
@@ -138,14 +139,14 @@ async def serve_legacy(
         reader.cancel()
 
 
-async def _replaced(stream: LiveStream, feed: LiveFeed, exc: RecordingError) -> bool:
+async def _replaced(driver: LiveDriver, feed: LiveFeed, exc: RecordingError) -> bool:
     """Whether the stream's driver, told of ``exc``, plays a new feed (a valid new file) within
     RECOVERY_WAIT_S; False when it stopped the stream instead, or did not answer."""
-    report_unreadable(stream, feed, exc)
+    driver.failed(feed, exc)
     for _ in range(int(RECOVERY_WAIT_S / 0.1)):
-        if stream.feed is not feed:
+        if driver.stream.feed is not feed:
             return True
-        if stopped_reason(stream) is not None:
+        if driver.stopped is not None:
             return False
         await asyncio.sleep(0.1)
     return False

@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import os
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,22 +40,6 @@ STOPPED_RECHECK_S = 2.0  # a stopped stream looks at its file this often (as the
 FILE_CHECK_S = 2.0  # a playing stream checks that its open file is unchanged this often
 REPLACED_REASON = "the recording's file was replaced: reconnect and resume"
 
-_stopped: weakref.WeakKeyDictionary[LiveStream, str] = weakref.WeakKeyDictionary()
-_drivers: weakref.WeakKeyDictionary[LiveStream, LiveDriver] = weakref.WeakKeyDictionary()
-
-
-def stopped_reason(stream: LiveStream) -> str | None:
-    """Why ``stream`` serves nobody now (its recording is unreadable), or None."""
-    return _stopped.get(stream)
-
-
-def report_unreadable(stream: LiveStream, feed: LiveFeed, exc: RecordingError) -> None:
-    """A reader other than the driver (the legacy adapter) met ``exc`` reading ``feed``: the
-    stream's driver looks at the file now (it replaces the feed, or stops the stream)."""
-    driver = _drivers.get(stream)
-    if driver is not None:
-        driver.failed(feed, exc)
-
 
 class LiveDriver:
     def __init__(self, stream: LiveStream, clock: Callable[[], float]) -> None:
@@ -67,10 +50,11 @@ class LiveDriver:
         self._tried: tuple[int, int] | None = None  # (size, mtime_ns) of a file found invalid
         self._failure: tuple[LiveFeed, RecordingError] | None = None  # reported by a reader
         self._checked_at = time.monotonic()
-        _drivers[stream] = self
+        self.stopped: str | None = None  # why the stream serves nobody now (unreadable file)
 
     def failed(self, feed: LiveFeed, exc: RecordingError) -> None:
-        """``feed`` could not be read: look at its file soon (see ``report_unreadable``)."""
+        """A reader other than the driver (the legacy adapter) met ``exc`` reading ``feed``:
+        look at its file soon (the feed is replaced, or the stream stopped)."""
         if self._failure is None:
             self._failure = (feed, exc)
             self._wake.set()
@@ -84,7 +68,7 @@ class LiveDriver:
         stream = self.stream
         while True:
             self._wake.clear()
-            if stream in _stopped:
+            if self.stopped is not None:
                 await self._while_stopped()
                 continue
             failure, self._failure = self._failure, None
@@ -129,7 +113,7 @@ class LiveDriver:
             await asyncio.sleep(pause)
             if await self._reopened():
                 return
-        _stopped[self.stream] = str(exc)
+        self.stopped = str(exc)
         closing = len(self.stream.subscribers)
         perform(
             self.stream.close_all(protocol.CLOSE_RECORDING_UNREADABLE, protocol.UNREADABLE_REASON)
@@ -162,7 +146,7 @@ class LiveDriver:
         # left some of them unscheduled, and their frames come from another file now.
         perform(stream.close_all(protocol.CLOSE_RESTART, REPLACED_REASON))
         stream.closed = False  # new subscribers (and /demodata clients) go on at once
-        _stopped.pop(stream, None)
+        self.stopped = None
         log.warning(
             "live stream %r: its file %s was replaced; playing the new one (%d frames, "
             "%r) on the same clock", self.stream.id, shown(Path(recording.name).name),
