@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # stream stops: a copy still being written over it has usually finished by then.
 REOPEN_PAUSES_S = (0.1, 0.2, 0.4, 0.8)
 STOPPED_RECHECK_S = 2.0  # a stopped stream looks at its file this often (as the catalog does)
-FILE_CHECK_S = 2.0  # a playing stream checks that its open file is unchanged this often
+FILE_CHECK_S = 2.0  # how often a played recording's open file is checked for in-place changes
 REPLACED_REASON = "the recording's file was replaced: reconnect and resume"
 
 

@@ -21,6 +21,7 @@ from websockets.protocol import State
 from processing.recording import RecordingError, shown
 from server import protocol
 from server.config import DEFAULT_BUFFER_S, MAX_BUFFER_S
+from server.live_driver import FILE_CHECK_S
 from server.metrics import Metrics
 from server.session_errors import RequestErrors
 from server.streams.encoding import ConnectionOptions
@@ -32,7 +33,6 @@ REPLAY_REQUESTS = frozenset(
     {"play", "pause", "speed", "seek", "step", "buffer", "fetch", "credit", "cancel", "ping"}
 )
 OUTBOX_BYTES = 256 * 1024  # replies waiting for the writer (docs/deploy.md, "Sizing")
-FILE_CHECK_S = 2.0  # how often a session checks that its recording's file is unchanged
 
 log = logging.getLogger(__name__)
 
